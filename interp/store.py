@@ -1,0 +1,338 @@
+"""Run directories: the only code that reads or writes checkpoints.
+
+Layout of one run::
+
+    RUN/
+      run.json                     config, seeds, library versions, split, status
+      manifest.json                {step: {file, sha256, bytes}} for every checkpoint
+      weights/step_00001000.safetensors   model state dict; step and losses in metadata
+      metrics.parquet              one row per logged step
+      state/state.safetensors      latest model + optimizer + Grokfast + RNG tensors
+      state/state.json             step, wall time, optimizer param groups (exact resume)
+      probes/                      probe cache (written by ``probes``)
+
+Every write is atomic (temporary file in the same directory, fsync, ``os.replace``),
+and the manifest is written after the file it lists, so a crash at any moment
+leaves a loadable run. Reading a checkpoint verifies its SHA-256; a corrupt or
+truncated file raises :class:`CorruptCheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FORMAT_VERSION = 1
+DEFAULT_ROOT = Path("checkpoints")
+
+
+class StoreError(RuntimeError):
+    """A run directory is missing, incomplete or of an unknown format."""
+
+
+class CorruptCheckpointError(StoreError):
+    """A checkpoint file does not match its manifest hash or cannot be parsed."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"corrupt checkpoint {path}: {why}")
+        self.path = path
+
+
+# ------------------------------------------------------------------ atomic I/O
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"missing {path}") from None
+    except json.JSONDecodeError as e:
+        raise StoreError(f"corrupt {path}: {e}") from None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import safetensors
+    import transformer_lens
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+        "safetensors": getattr(safetensors, "__version__", "unknown"),
+        "pandas": pd.__version__,
+    }
+
+
+def step_file(step: int) -> str:
+    return f"weights/step_{step:08d}.safetensors"
+
+
+# ------------------------------------------------------------------ Run
+@dataclass
+class Run:
+    """A run directory. Open one with :meth:`Run.open`; create one with :meth:`Run.create`."""
+
+    path: Path
+    meta: dict = field(repr=False)
+
+    # ---- opening and listing
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Run:
+        path = Path(path)
+        if not path.is_dir():
+            raise StoreError(f"no run directory at {path}")
+        meta = read_json(path / "run.json")
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"{path / 'run.json'}: run format version {version!r} is not supported "
+                f"(this grokscope reads version {FORMAT_VERSION})"
+            )
+        return cls(path=path, meta=meta)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, meta: dict) -> Run:
+        """Create a new run directory with ``meta`` as its run.json (config, split, ...)."""
+        path = Path(path)
+        if (path / "run.json").exists():
+            raise StoreError(f"a run already exists at {path}; use --resume to continue it")
+        (path / "weights").mkdir(parents=True, exist_ok=True)
+        meta = {"format_version": FORMAT_VERSION, "versions": library_versions(), **meta}
+        atomic_write_json(path / "run.json", meta)
+        atomic_write_json(path / "manifest.json", {})
+        return cls(path=path, meta=meta)
+
+    @staticmethod
+    def list(root: str | os.PathLike = DEFAULT_ROOT) -> list[Run]:
+        """Every readable run under ``root`` (recursively, so sweep members are found),
+        sorted by path. Unreadable directories are skipped with a warning."""
+        root = Path(root)
+        runs = []
+        for meta_path in sorted(root.rglob("run.json")):
+            try:
+                runs.append(Run.open(meta_path.parent))
+            except StoreError as e:
+                warnings.warn(f"skipping {meta_path.parent}: {e}", stacklevel=2)
+        return runs
+
+    # ---- metadata
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", self.path.name)
+
+    @property
+    def config(self) -> dict:
+        return dict(self.meta["config"])
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "unknown")
+
+    def update_meta(self, **changes: Any) -> None:
+        self.meta.update(changes)
+        atomic_write_json(self.path / "run.json", self.meta)
+
+    @cached_property
+    def train_config(self):
+        from interp.train import TrainConfig
+
+        return TrainConfig.from_dict(self.config)
+
+    @property
+    def task(self):
+        """The run's :class:`~interp.tasks.Task`; its split is checked against run.json."""
+        task = self.train_config.task()
+        stored = self.meta.get("split", {}).get("train_idx")
+        if stored is not None and stored != task.train_idx.tolist():
+            raise StoreError(f"{self.path / 'run.json'}: stored split differs from the one its seed gives")
+        return task
+
+    # ---- checkpoints
+    @property
+    def manifest(self) -> dict[int, dict]:
+        return {int(k): v for k, v in read_json(self.path / "manifest.json").items()}
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted(self.manifest)
+
+    def nearest_step(self, step: int) -> int:
+        steps = self.steps
+        if not steps:
+            raise StoreError(f"{self.path} has no checkpoints yet")
+        return min(steps, key=lambda s: (abs(s - step), s))
+
+    def checkpoint_hash(self, step: int) -> str:
+        return self.manifest[step]["sha256"]
+
+    def save_checkpoint(self, step: int, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        """Write weights/step_XXXXXXXX.safetensors, then record it in the manifest."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        md = {k: str(v) for k, v in {"step": step, **metadata}.items()}
+        data = st_save(tensors, metadata=md)
+        rel = step_file(step)
+        atomic_write_bytes(self.path / rel, data)
+        manifest = read_json(self.path / "manifest.json")
+        manifest[str(step)] = {"file": rel, "sha256": sha256_bytes(data), "bytes": len(data)}
+        atomic_write_json(self.path / "manifest.json", manifest)
+
+    def _read_verified(self, step: int) -> tuple[bytes, Path]:
+        entry = self.manifest.get(step)
+        if entry is None:
+            raise StoreError(f"{self.path} has no checkpoint at step {step} (saved: {self._steps_hint()})")
+        path = self.path / entry["file"]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptCheckpointError(path, "file is missing") from None
+        if len(data) != entry["bytes"]:
+            raise CorruptCheckpointError(path, f"{len(data)} bytes, manifest says {entry['bytes']} (truncated?)")
+        if sha256_bytes(data) != entry["sha256"]:
+            raise CorruptCheckpointError(path, "SHA-256 does not match the manifest")
+        return data, path
+
+    def _steps_hint(self) -> str:
+        s = self.steps
+        return f"{len(s)} steps from {s[0]} to {s[-1]}" if s else "none"
+
+    def state_dict_at(self, step: int) -> dict[str, torch.Tensor]:
+        """The verified model state dict saved at ``step``."""
+        data, path = self._read_verified(step)
+        try:
+            return st_load(data)
+        except (SafetensorError, ValueError) as e:
+            raise CorruptCheckpointError(path, str(e)) from None
+
+    def checkpoint_metadata(self, step: int) -> dict[str, str]:
+        from safetensors import safe_open
+
+        path = self.path / self.manifest[step]["file"]
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+
+    def model_at(self, step: int):
+        """A :class:`~interp.model.Transformer` with the weights saved at ``step``, in eval mode."""
+        model = self.train_config.build_model()
+        model.load_state_dict(self.state_dict_at(step))
+        return model.eval()
+
+    def iter_state_dicts(self, steps: list[int] | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """Yield (step, state dict) for each step, skipping corrupt files with a warning."""
+        for step in self.steps if steps is None else steps:
+            try:
+                yield step, self.state_dict_at(step)
+            except CorruptCheckpointError as e:
+                warnings.warn(f"skipping {e}", stacklevel=2)
+
+    # ---- metrics
+    @property
+    def metrics(self) -> pd.DataFrame:
+        path = self.path / "metrics.parquet"
+        if not path.exists():
+            return pd.DataFrame(columns=METRIC_COLUMNS)
+        try:
+            return pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise StoreError(f"corrupt {path}: {e}") from None
+
+    def write_metrics(self, df: pd.DataFrame) -> None:
+        atomic_write_parquet(self.path / "metrics.parquet", df)
+
+    # ---- resumable training state
+    def save_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        """Write state/ (tensors first, then the JSON that points at them by hash)."""
+        data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        atomic_write_bytes(self.path / "state" / "state.safetensors", data)
+        atomic_write_json(self.path / "state" / "state.json", {**info, "sha256": sha256_bytes(data)})
+
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        info = read_json(self.path / "state" / "state.json")
+        path = self.path / "state" / "state.safetensors"
+        data = path.read_bytes() if path.exists() else b""
+        if sha256_bytes(data) != info.get("sha256"):
+            raise CorruptCheckpointError(path, "training state does not match state.json (interrupted write?)")
+        return st_load(data), info
+
+    @property
+    def has_state(self) -> bool:
+        return (self.path / "state" / "state.json").exists()
+
+    # ---- summaries
+    def summary(self) -> dict[str, Any]:
+        """Steps, final accuracies and the grokking steps (see :func:`grok_steps`)."""
+        m = self.metrics
+        out: dict[str, Any] = {"run": str(self.path), "name": self.name, "status": self.status,
+                               "checkpoints": len(self.steps)}
+        out["last_step"] = int(m["step"].iloc[-1]) if len(m) else 0
+        for col in ("train_acc", "test_acc", "train_loss", "test_loss"):
+            vals = m[col].dropna() if col in m else []
+            out[col] = float(vals.iloc[-1]) if len(vals) else float("nan")
+        out.update(grok_steps(m))
+        return out
+
+
+METRIC_COLUMNS = ["step", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
+                  "weight_norm", "grad_norm", "wall_time"]
+
+
+def grok_steps(metrics: pd.DataFrame, threshold: float = 0.99) -> dict[str, int | None]:
+    """First step with train accuracy 100% (``memorized_step``), first step with test
+    accuracy >= ``threshold`` (``grokked_step``), or None where it never happened."""
+
+    def first(col: str, thr: float) -> int | None:
+        if col not in metrics or not len(metrics):
+            return None
+        hit = metrics.loc[metrics[col] >= thr, "step"]
+        return int(hit.iloc[0]) if len(hit) else None
+
+    return {"memorized_step": first("train_acc", 1.0), "grokked_step": first("test_acc", threshold)}

@@ -1,0 +1,132 @@
+"""Probe registry and the per-checkpoint context every probe receives.
+
+A probe is a function ``fn(ctx: ProbeContext) -> dict[str, value]`` registered with
+``@probe("area.name")``. Values that are Python/NumPy scalars or 0-d tensors are
+*scalars* (stored long-format in ``probes/scalars.parquet``); anything with one
+or more dimensions is an *array* (stacked over steps in ``probes/<probe>.safetensors``).
+Arrays must have the same shape at every checkpoint of a run (pad with NaN
+rather than returning variable-length results).
+
+The context runs the model's forward pass over the whole p×p grid at most once,
+lazily, and shares it (``ctx.cache``, an ``ActivationCache``) among all probes
+measuring that checkpoint. ``ctx.memo(key, fn)`` shares any other derived quantity
+(e.g. the key frequencies that the progress measures need).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformer_lens import ActivationCache
+
+from interp.tasks import Task
+
+ProbeFn = Callable[["ProbeContext"], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    name: str
+    fn: ProbeFn
+    version: int = 1
+    default: bool = True
+    description: str = ""
+
+
+REGISTRY: dict[str, ProbeSpec] = {}
+
+
+def probe(name: str, *, version: int = 1, default: bool = True) -> Callable[[ProbeFn], ProbeFn]:
+    """Register ``fn`` as probe ``name``. Bump ``version`` when its definition changes:
+    cached results of an older version are recomputed. ``default=False`` probes run
+    only when asked for by name."""
+
+    def register(fn: ProbeFn) -> ProbeFn:
+        doc = (fn.__doc__ or "").strip().split("\n")[0]
+        REGISTRY[name] = ProbeSpec(name=name, fn=fn, version=version, default=default, description=doc)
+        return fn
+
+    return register
+
+
+def available(default_only: bool = False) -> list[str]:
+    """Names of registered probes (built-in ones are imported by ``import probes``)."""
+    return sorted(n for n, s in REGISTRY.items() if s.default or not default_only)
+
+
+@dataclass
+class ProbeContext:
+    """What a probe sees of one checkpoint.
+
+    model: a ``Transformer`` (or any HookedRootModule with ``cfg`` and ``run_with_cache``)
+    task: the run's :class:`~interp.tasks.Task`; ``inputs`` [p², 3] is the whole grid
+    step: the checkpoint's step (None for a model held in memory)
+    params: probe parameters (thresholds etc.), see :data:`DEFAULT_PARAMS`
+    """
+
+    model: Any
+    task: Task
+    step: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.params = {**DEFAULT_PARAMS, **self.params}
+
+    @property
+    def p(self) -> int:
+        return self.task.p
+
+    @property
+    def inputs(self) -> Tensor:  # [p*p, 3]
+        return self.task.inputs
+
+    @property
+    def labels(self) -> Tensor:  # [p*p]
+        return self.task.labels
+
+    @property
+    def train_mask(self) -> Tensor:  # [p*p] bool
+        return self.task.train_mask
+
+    @property
+    def test_mask(self) -> Tensor:  # [p*p] bool
+        return self.task.test_mask
+
+    @cached_property
+    def _forward(self) -> tuple[Tensor, ActivationCache]:
+        with torch.no_grad():
+            logits, cache = self.model.run_with_cache(self.inputs)
+        return logits, cache
+
+    @property
+    def cache(self) -> ActivationCache:
+        """Activations of the full forward over the p×p grid (computed once)."""
+        return self._forward[1]
+
+    @property
+    def logits(self) -> Tensor:
+        """[p*p, d_vocab_out] logits at the last (``=``) position."""
+        return self._forward[0][:, -1]
+
+    def memo(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Compute ``fn()`` once per checkpoint and share it between probes."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+
+#: default probe parameters; override with ``probes.run(..., params={...})``
+DEFAULT_PARAMS: dict[str, Any] = {
+    "fve_threshold": 0.85,  # a neuron belongs to a frequency cluster if that frequency's FVE >= this
+    "key_freq_min_neurons": 10,  # ... and a frequency is key if its cluster has >= this many neurons
+    "key_freq_wl_fraction": 0.5,  # ... or its W_L norm is >= this fraction of the largest
+    "sink_epsilon": 0.3,  # Gu et al. 2025 sink threshold on key importance
+    "clock_pizza_triples": 100,
+    "clock_pizza_seed": 0,
+}

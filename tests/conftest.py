@@ -1,0 +1,44 @@
+"""Shared fixtures. ``tiny_run`` trains the ``tiny`` preset once per test session
+(a few seconds) into a temporary directory; tests that modify a run copy it first."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp import Run, preset, train
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_path(tmp_path_factory) -> Path:
+    """A grokked ``tiny`` run (read-only: copy it before changing it)."""
+    path = tmp_path_factory.mktemp("runs") / "tiny"
+    train(preset("tiny"), path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_run_path) -> Run:
+    return Run.open(tiny_run_path)
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run_path, tmp_path) -> Run:
+    """A private copy of the tiny run that the test may modify."""
+    dst = tmp_path / "tiny_copy"
+    shutil.copytree(tiny_run_path, dst)
+    return Run.open(dst)
+
+
+@pytest.fixture
+def short_config():
+    """A few-hundred-step tiny config for tests that only need a valid run."""
+    return preset("tiny").replace(n_steps=60, ckpt_dense_until=20, ckpt_log_count=5, ckpt_every=20)
