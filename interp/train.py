@@ -180,8 +180,8 @@ PRESETS: dict[str, TrainConfig] = {
     "demo": TrainConfig(grokfast="ema", n_steps=5_000, ckpt_every=20, eval_every=20, stop_after_grok=500),
     # Small and fast, for tests: groks in seconds on a CPU.
     "tiny": TrainConfig(
-        p=31, frac_train=0.5, d_model=64, n_heads=4, d_head=16, d_mlp=128, lr=3e-3, n_steps=1_500,
-        ckpt_dense_until=50, ckpt_dense_every=10, ckpt_log_count=30, ckpt_every=25, eval_every=10,
+        p=47, frac_train=0.4, d_model=64, n_heads=4, d_head=16, d_mlp=128, lr=3e-3, weight_decay=3.0,
+        n_steps=1_500, ckpt_dense_until=50, ckpt_dense_every=10, ckpt_log_count=30, ckpt_every=25, eval_every=10,
     ),
 }
 
