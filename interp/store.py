@@ -20,6 +20,7 @@ truncated file raises :class:`CorruptCheckpointError` naming the file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -280,8 +281,8 @@ class Run:
         path = self.path / "metrics.parquet"
         if not path.exists():
             return pd.DataFrame(columns=METRIC_COLUMNS)
-        try:
-            return pd.read_parquet(path)
+        try:  # read the bytes once: a live run may replace the file between pyarrow's opens
+            return pd.read_parquet(io.BytesIO(path.read_bytes()))
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise StoreError(f"corrupt {path}: {e}") from None
 
