@@ -126,6 +126,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "fve_threshold": 0.85,  # a neuron belongs to a frequency cluster if that frequency's FVE >= this
     "key_freq_min_neurons": 10,  # ... and a frequency is key if its cluster has >= this many neurons
     "key_freq_wl_fraction": 0.5,  # ... or its W_L norm is >= this fraction of the largest
+    "key_freq_wl_min_ratio": 2.0,  # ... and its squared W_L norm is >= this many times the mean (flat spectra: none)
     "sink_epsilon": 0.3,  # Gu et al. 2025 sink threshold on key importance
     "clock_pizza_triples": 100,
     "clock_pizza_seed": 0,
