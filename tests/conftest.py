@@ -14,7 +14,7 @@ from interp import Run, preset, train
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny models: one thread is as fast, and never oversubscribes
 
 
 @pytest.fixture(scope="session")

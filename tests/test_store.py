@@ -1,0 +1,84 @@
+import warnings
+
+import pytest
+import torch
+
+from interp import CorruptCheckpointError, Run, StoreError, train
+from interp.store import atomic_write_bytes
+
+
+@pytest.fixture
+def run(tmp_path, short_config):
+    return train(short_config, tmp_path / "r", progress=False)
+
+
+def test_flipped_byte_is_detected_and_named(run):
+    path = run.path / "weights" / "step_00000020.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="step_00000020.safetensors.*SHA-256"):
+        run.state_dict_at(20)
+
+
+def test_truncated_and_missing_files_are_named(run):
+    path = run.path / "weights" / "step_00000040.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CorruptCheckpointError, match="step_00000040.safetensors.*truncated"):
+        run.model_at(40)
+    (run.path / "weights" / "step_00000060.safetensors").unlink()
+    with pytest.raises(CorruptCheckpointError, match="step_00000060.safetensors.*missing"):
+        run.state_dict_at(60)
+
+
+def test_scanning_readers_skip_corrupt_files_with_a_warning(run):
+    path = run.path / "weights" / "step_00000020.safetensors"
+    path.write_bytes(b"garbage")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        steps = [s for s, _ in run.iter_state_dicts()]
+    assert 20 not in steps and len(steps) == len(run.steps) - 1
+    assert any("step_00000020.safetensors" in str(w.message) for w in caught)
+
+
+def test_unknown_step_and_bad_directories(run, tmp_path):
+    with pytest.raises(StoreError, match="no checkpoint at step 7"):
+        run.state_dict_at(7)
+    assert run.nearest_step(7) == 10 and run.nearest_step(10_000) == 60
+    with pytest.raises(StoreError, match="no run directory"):
+        Run.open(tmp_path / "nope")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text('{"format_version": 0}')
+    with pytest.raises(StoreError, match="format version 0"):
+        Run.open(tmp_path / "old")
+    with pytest.warns(UserWarning, match="skipping"):
+        assert [r.path for r in Run.list(tmp_path)] == [run.path]
+
+
+def test_interrupted_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_checkpoint_written_but_not_in_manifest_is_ignored(run):
+    """A crash between writing weights and updating the manifest leaves a loadable run."""
+    sd = run.state_dict_at(60)
+    (run.path / "weights" / "step_00000061.safetensors").write_bytes(b"partial")
+    reopened = Run.open(run.path)
+    assert reopened.steps[-1] == 60
+    assert all(torch.equal(reopened.state_dict_at(60)[k], v) for k, v in sd.items())
+
+
+def test_corrupt_state_is_refused_for_resume(run):
+    (run.path / "state" / "state.safetensors").write_bytes(b"x")
+    with pytest.raises(CorruptCheckpointError, match="state.safetensors"):
+        run.load_state()

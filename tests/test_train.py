@@ -1,0 +1,157 @@
+import json
+
+import pytest
+import torch
+
+from interp import Run, TrainConfig, checkpoint_steps, grok_steps, preset, resume, train
+from interp.train import Grokfast, Hook, lr_at
+
+
+def test_default_schedule_gives_a_few_hundred_checkpoints():
+    steps = checkpoint_steps(preset("nanda"))
+    assert 200 <= len(steps) <= 400
+    assert steps[0] == 0 and steps[-1] == 40_000
+    assert steps[:11] == list(range(0, 101, 10)), "dense early"
+    gaps = torch.tensor(steps).diff()
+    assert gaps.max() <= 40_000 // 200, "every-N steps bound the largest gap"
+    assert checkpoint_steps(preset("demo"))[-1] == 5_000
+
+
+def test_warmup_is_linear_over_10_steps():
+    cfg = TrainConfig()
+    assert [round(lr_at(cfg, s) / cfg.lr, 2) for s in (0, 4, 9, 10, 1000)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+
+
+def _param(value):
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor(value, dtype=torch.float32)
+    return p
+
+
+def test_grokfast_ema_matches_definition():
+    p = _param([1.0, 2.0])
+    gf = Grokfast("ema", [("w", p)], alpha=0.5, lamb=2.0, window=1)
+    gf.apply()  # h = g = [1, 2]; g <- g + 2h = [3, 6]
+    assert torch.allclose(p.grad, torch.tensor([3.0, 6.0]))
+    p.grad = torch.tensor([3.0, 0.0])
+    gf.apply()  # h = 0.5*[1,2] + 0.5*[3,0] = [2, 1]; g = [3,0] + 2*[2,1] = [7, 2]
+    assert torch.allclose(gf.ema["w"], torch.tensor([2.0, 1.0]))
+    assert torch.allclose(p.grad, torch.tensor([7.0, 2.0]))
+
+
+def test_grokfast_ma_matches_definition():
+    p = _param([1.0, 0.0])
+    gf = Grokfast("ma", [("w", p)], alpha=0.0, lamb=1.0, window=2)
+    gf.apply()  # window not full: unchanged
+    assert torch.allclose(p.grad, torch.tensor([1.0, 0.0]))
+    p.grad = torch.tensor([3.0, 2.0])
+    gf.apply()  # mean([1,0],[3,2]) = [2,1]; g = [5, 3]
+    assert torch.allclose(p.grad, torch.tensor([5.0, 3.0]))
+    p.grad = torch.tensor([1.0, 1.0])
+    gf.apply()  # window [1,1],[3,2] (ring buffer) -> mean [2, 1.5]; g = [3, 2.5]
+    assert torch.allclose(p.grad, torch.tensor([3.0, 2.5]))
+
+
+def test_run_directory_layout(tmp_path, short_config):
+    run = train(short_config, tmp_path / "r", progress=False)
+    meta = json.loads((run.path / "run.json").read_text())
+    assert meta["config"]["p"] == short_config.p and meta["status"] == "complete"
+    assert meta["split"]["train_idx"] == short_config.task().train_idx.tolist()
+    assert {"torch", "transformer_lens", "numpy"} <= set(meta["versions"])
+    assert run.steps == checkpoint_steps(short_config)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    assert len(manifest) == len(run.steps) and all(len(v["sha256"]) == 64 for v in manifest.values())
+    assert (run.path / "weights" / "step_00000060.safetensors").exists()
+    md = run.checkpoint_metadata(60)
+    assert md["step"] == "60" and float(md["train_loss"]) == pytest.approx(run.metrics.iloc[-1].train_loss)
+    m = run.metrics
+    assert list(m.step) == list(range(61))
+    assert set(m.columns) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "weight_norm",
+                              "grad_norm", "wall_time"}
+    assert m.set_index("step").test_loss.dropna().index.tolist() == sorted(set(range(0, 61, 10)) | set(run.steps))
+    sd = run.state_dict_at(60)
+    model = run.model_at(60)
+    assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+    assert (run.path / "state" / "state.safetensors").exists()
+    assert Run.list(tmp_path)[0].path == run.path
+
+
+@pytest.mark.parametrize("extra", [{}, {"grokfast": "ema"}, {"grokfast": "ma", "grokfast_window": 5},
+                                   {"batch_size": 64}])
+def test_resume_is_bit_identical(tmp_path, short_config, extra):
+    cfg = short_config.replace(**extra)
+    full = train(cfg, tmp_path / "full", progress=False)
+
+    class Crash(Hook):
+        def on_step_end(self, step, metrics):
+            if step == 37:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "part", hooks=[Crash()], progress=False)
+    part = Run.open(tmp_path / "part")
+    assert part.status == "running" and part.steps[-1] < 37
+    resumed = resume(tmp_path / "part", progress=False)
+    assert resumed.steps == full.steps
+    for k, v in full.state_dict_at(60).items():
+        assert torch.equal(resumed.state_dict_at(60)[k], v), k
+    cols = ["step", "train_loss", "test_loss", "grad_norm", "weight_norm"]
+    assert resumed.metrics[cols].equals(full.metrics[cols])
+
+
+def test_resume_extends_a_finished_run(tmp_path, short_config):
+    long = train(short_config.replace(n_steps=80), tmp_path / "long", progress=False)
+    short = train(short_config, tmp_path / "short", progress=False)
+    assert resume(short.path, progress=False).steps == short.steps, "complete run: nothing to do"
+    extended = resume(short.path, n_steps=80, progress=False)
+    # the schedule differs (n_steps changed) but the trajectory does not
+    for k, v in long.state_dict_at(80).items():
+        assert torch.equal(extended.state_dict_at(80)[k], v), k
+
+
+def test_user_hooks_see_every_step_and_checkpoint(tmp_path, short_config):
+    class Recorder(Hook):
+        def __init__(self):
+            self.steps, self.ckpts, self.started, self.ended = [], [], False, False
+
+        def on_train_start(self, trainer):
+            self.started = True
+
+        def on_step_end(self, step, metrics):
+            self.steps.append((step, metrics["train_loss"]))
+
+        def on_checkpoint(self, step, model):
+            self.ckpts.append(step)
+
+        def on_train_end(self, trainer):
+            self.ended = True
+
+    rec = Recorder()
+    run = train(short_config, tmp_path / "r", hooks=[rec], progress=False)
+    assert rec.started and rec.ended
+    assert [s for s, _ in rec.steps] == list(range(61))
+    assert rec.ckpts == run.steps
+    assert [loss for _, loss in rec.steps] == run.metrics.train_loss.tolist()
+
+
+def test_hook_can_stop_training(tmp_path, short_config):
+    class StopAt(Hook):
+        def on_train_start(self, trainer):
+            self.trainer = trainer
+
+        def on_step_end(self, step, metrics):
+            if step == 25:
+                self.trainer.should_stop = True
+
+    run = train(short_config, tmp_path / "r", hooks=[StopAt()], progress=False)
+    assert run.steps[-1] == 25 and run.meta["stopped_early"] and run.metrics.step.max() == 25
+
+
+@pytest.mark.slow
+def test_tiny_groks_end_to_end(tiny_run):
+    """Train accuracy reaches 100% well before test accuracy reaches 99%, which it does by the end."""
+    g = grok_steps(tiny_run.metrics)
+    assert g["memorized_step"] is not None and g["grokked_step"] is not None
+    assert g["grokked_step"] >= 3 * g["memorized_step"], g
+    assert tiny_run.metrics.test_acc.dropna().iloc[-1] >= 0.99
+    assert tiny_run.metrics.train_acc.iloc[-1] == 1.0
