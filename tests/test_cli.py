@@ -1,0 +1,55 @@
+import subprocess
+import sys
+
+import pytest
+
+from interp.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--preset", "nope"], "preset: unknown preset 'nope'"),
+        (["train", "--set", "p=1"], "p: must be an integer >= 2"),
+        (["train", "--set", "op=div", "p=12"], "p: must be prime for op 'div'"),
+        (["train", "--set", "frac_train=1.5"], "frac_train: must be in (0, 1]"),
+        (["train", "--set", "lr=fast"], "lr: expected float, got 'fast'"),
+        (["train", "--set", "colour=red"], "colour: unknown config key"),
+        (["train", "--set", "n_steps"], "expected key=value"),
+        (["train", "--resume", "/nonexistent/run"], "no run directory at /nonexistent/run"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err and "Traceback" not in err
+
+
+def test_help_everywhere():
+    for args in (["--help"], ["train", "--help"], ["runs", "--help"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0 and "usage: grokscope" in proc.stdout
+
+
+def test_train_runs_and_resume_from_the_shell(tmp_path):
+    out = tmp_path / "r"
+    proc = run_cli("train", "--preset", "tiny", "--set", "n_steps=40", "ckpt_every=20", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "40 steps" in proc.stdout
+    proc = run_cli("train", "--resume", str(out), "--set", "n_steps=60", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "60 steps" in proc.stdout
+    proc = run_cli("runs", str(tmp_path))
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].split()[:4] == ["run", "status", "steps", "ckpts"]
+    assert lines[1].split()[:3] == ["r", "complete", "60"]
+    assert run_cli("train", "--preset", "tiny", "--out", str(out)).returncode == 2, "refuses to overwrite a run"
+
+
+def test_runs_on_missing_root_points_to_train(tmp_path, capsys):
+    assert main(["runs", str(tmp_path / "none")]) == 2
+    assert "grokscope train --preset demo" in capsys.readouterr().err
