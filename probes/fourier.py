@@ -65,10 +65,11 @@ def fourier_basis(p: int, dtype: torch.dtype = torch.float32, device: torch.devi
     return _BASIS[key]
 
 
-def per_freq(sq: Tensor, p: int) -> Tensor:
-    """Sum squared basis coefficients over the rows of each frequency: [..., p] -> [..., K+1]."""
-    out = sq.new_zeros(*sq.shape[:-1], n_freqs(p) + 1)
-    return out.index_add_(-1, freq_index(p).to(sq.device), sq)
+def per_freq(sq: Tensor, p: int, dim: int = -1) -> Tensor:
+    """Sum squared basis coefficients over the rows of each frequency: length p -> K+1 along ``dim``."""
+    dim = dim % sq.ndim
+    out = sq.new_zeros(*sq.shape[:dim], n_freqs(p) + 1, *sq.shape[dim + 1:])
+    return out.index_add_(dim, freq_index(p).to(sq.device), sq)
 
 
 def gini(c: Tensor) -> Tensor:
@@ -175,9 +176,16 @@ def neuron_spectrum(acts: Tensor) -> Tensor:
     return torch.einsum("ia,ab,jb->ij", basis, acts, basis).pow(2)
 
 
+_SUM_DIFF: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+
+
 def _sum_diff_index(p: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    a, b = torch.meshgrid(torch.arange(p, device=device), torch.arange(p, device=device), indexing="ij")
-    return ((a + b) % p).reshape(-1), ((a - b) % p).reshape(-1)
+    """[p²] int64 (a + b) mod p and (a − b) mod p over the row-major grid; cached per p."""
+    key = (p, str(device))
+    if key not in _SUM_DIFF:
+        x = torch.arange(p, device=device)
+        _SUM_DIFF[key] = ((x[:, None] + x[None, :]) % p).reshape(-1), ((x[:, None] - x[None, :]) % p).reshape(-1)
+    return _SUM_DIFF[key]
 
 
 def neuron_fve(acts: Tensor, p: int) -> Tensor:
@@ -200,25 +208,26 @@ def neuron_fve(acts: Tensor, p: int) -> Tensor:
     a and over b. Equal to the 2D einsum definition (tested against :func:`neuron_spectrum`).
     """
     m = acts.shape[-1]
-    f = acts.reshape(p * p, m)
-    f = f - f.mean(0)
+    acts = acts.reshape(p * p, m)
+    mean = acts.mean(0)
+    f = acts - mean  # centred, and contiguous even when acts is a strided slice of the cache
+    grid = f.view(p, p, m)
     basis = fourier_basis(p, f.dtype, f.device)
     s_idx, d_idx = _sum_diff_index(p, f.device)
     sums = torch.stack([
         f.new_zeros(p, m).index_add_(0, s_idx, f),  # g+(s) = Σ_{a+b≡s} f
         f.new_zeros(p, m).index_add_(0, d_idx, f),  # g−(d) = Σ_{a−b≡d} f
-        f.view(p, p, m).sum(0),  # r(b) = Σ_a f   (const along a ⊗ frequency along b)
-        f.view(p, p, m).sum(1),  # c(a) = Σ_b f   (frequency along a ⊗ const along b)
+        grid.sum(0),  # r(b) = Σ_a f   (const along a ⊗ frequency along b)
+        grid.sum(1),  # c(a) = Σ_b f   (frequency along a ⊗ const along b)
     ])  # [4, p, m]
     coef_sq = (basis @ sums).pow(2) / p  # [4, p (basis row), m]: energy of f on each 2D subspace
     weight = torch.ones(4, n_freqs(p) + 1, dtype=f.dtype, device=f.device)
     if p % 2 == 0:
         weight[1, -1] = 0.0  # k = p/2: cos w_k(a−b) = cos w_k(a+b), counted once
-    energy = (per_freq(coef_sq.transpose(1, 2), p) * weight[:, None]).sum(0)  # [m, K+1]
+    energy = (per_freq(coef_sq, p, dim=1) * weight[:, :, None]).sum(0).T  # [m, K+1]
     energy[:, 0] = 0.0  # (const, const) is removed by centring
-    total = f.pow(2).sum(0)  # [m] (Parseval)
-    scale = acts.reshape(p * p, m).pow(2).mean(0)
-    live = total > 1e-12 * scale * p * p
+    total = torch.linalg.vecdot(f, f, dim=0)  # Σ f² (Parseval: = Σ_{i,j} C[i, j]²)
+    live = total > 1e-10 * (p * p) * mean.pow(2)  # not constant up to rounding
     return torch.where(live[:, None], energy / total.clamp_min(torch.finfo(f.dtype).tiny)[:, None], 0.0)
 
 
@@ -299,3 +308,123 @@ def key_freqs_probe(ctx: ProbeContext) -> dict[str, Any]:
     is_key = torch.zeros(n_freqs(ctx.p) + 1)
     is_key[key] = 1.0
     return {"is_key": is_key, "n_key": int(key.numel())}
+
+
+# ============================================================================ logits
+_DIFF_INDEX: dict[tuple[int, str], Tensor] = {}
+
+
+def _sum_minus_class_index(p: int, device: torch.device) -> Tensor:
+    """[p²] int64: (s − c) mod p for every (s, c), row-major; cached per p."""
+    key = (p, str(device))
+    if key not in _DIFF_INDEX:
+        x = torch.arange(p, device=device)
+        _DIFF_INDEX[key] = ((x[:, None] - x[None, :]) % p).reshape(-1)
+    return _DIFF_INDEX[key]
+
+
+def logit_fourier(logits: Tensor, p: int, key: Tensor | None = None) -> tuple[Tensor, float, float]:
+    """Fit the logits on the regressors R_k(a, b, c) = cos(w_k(a + b − c)), k = 1..K (Nanda et al. 2023,
+    arXiv:2301.05217, §5.1: the logits of the trained model are ≈ Σ_k α_k cos(w_k(a + b − c))).
+
+    logits: [p*p, p], row a*p + b, column c. With L̃ = logits minus their mean over c for each input (the
+    softmax ignores a per-input shift), the R_k are mutually orthogonal and have zero mean over c, so
+
+        coef[k] = ⟨L̃, R_k⟩ / ⟨R_k, R_k⟩,   ⟨R_k, R_k⟩ = p³/2 (p³ if k = p/2),
+
+    a pure cos(w_k(a + b − c)) logit gives coef[k] = 1 (coef[0] = NaN), and the fraction of the centred logit
+    variance explained by a set S of frequencies is fve(S) = Σ_{k∈S} coef[k]² ⟨R_k, R_k⟩ / ‖L̃‖².
+    Returns (coef [K+1], fve(key), fve(1..K)); fve(key) is NaN when ``key`` is None.
+    ⟨L̃, R_k⟩ = Σ_d N[d] cos(w_k d) with N[d] = Σ_{a+b−c≡d} L[a, b, c] (two scatter-adds, O(p³)).
+    """
+    if logits.shape != (p * p, p):
+        raise ValueError(f"logits: expected shape [{p * p}, {p}], got {tuple(logits.shape)}")
+    L = logits.detach().contiguous()
+    # N[d] = Σ_{a+b−c≡d} L[a, b, c]: first fold a + b ≡ s (rows), then s − c ≡ d. The per-input centring is
+    # skipped here: every R_k, k ≥ 1, has zero mean over c, so it does not change ⟨L̃, R_k⟩.
+    s_idx = _sum_diff_index(p, L.device)[0]
+    G = L.new_zeros(p, p).index_add_(0, s_idx, L).double()  # [s, c]
+    N = G.new_zeros(p).index_add_(0, _sum_minus_class_index(p, L.device), G.reshape(-1))
+    K = n_freqs(p)
+    k = torch.arange(K + 1, dtype=torch.float64, device=L.device)
+    cos = torch.cos((2 * math.pi / p) * k[:, None] * torch.arange(p, dtype=torch.float64, device=L.device))
+    reg_sq = cos.pow(2).sum(1) * p * p  # ⟨R_k, R_k⟩ = p² Σ_d cos²(w_k d)
+    coef = (cos @ N) / reg_sq
+    coef[0] = float("nan")
+    explained = coef.pow(2) * reg_sq  # [K+1]
+    total = torch.var(L.double(), dim=1, correction=0).sum() * p  # ‖L̃‖²
+    if total <= 0:
+        return coef.float(), float("nan"), float("nan")
+    fve_all = float(explained[1:].sum() / total)
+    fve_key = float("nan") if key is None else float(explained[key].sum() / total)
+    return coef.float(), fve_key, fve_all
+
+
+@probe("fourier.logits")
+def logits_probe(ctx: ProbeContext) -> dict[str, Any]:
+    """Coefficients of the last-position logits on cos(w_k(a + b − c)) and the fraction of the (per-input
+    centred) logit variance explained by the key frequencies and by all frequencies: :func:`logit_fourier`
+    (Nanda et al. 2023, arXiv:2301.05217, §5.1). Defined for every operation; the structure is that of a + b.
+    """
+    coef, fve_key, fve_all = logit_fourier(ctx.logits, ctx.p, key_frequencies(ctx))
+    return {"coef": coef, "fve_key": fve_key, "fve_all": fve_all}
+
+
+# ============================================================================ clock vs pizza
+_TRIPLES: dict[tuple[int, int, int], Tensor] = {}
+
+
+def clock_pizza_triples(p: int, n: int, seed: int) -> Tensor:
+    """[min(n, p³), 3] int64 (a, b, c) triples drawn without replacement from Z_p³, fixed by ``seed`` (cached)."""
+    key = (p, n, seed)
+    if key not in _TRIPLES:
+        gen = torch.Generator().manual_seed(int(seed))
+        flat = torch.randperm(p**3, generator=gen)[: min(n, p**3)]
+        _TRIPLES[key] = torch.stack([flat // (p * p), flat // p % p, flat % p], dim=1)
+    return _TRIPLES[key]
+
+
+def gradient_symmetricity(model: Any, p: int, triples: Tensor) -> float:
+    """Mean over triples (a, b, c) of cos(∂Q_abc/∂E_a, ∂Q_abc/∂E_b) (Zhong et al. 2023, "The Clock and the Pizza",
+    arXiv:2306.17844, §4.1 gradient symmetricity): Q_abc is the logit of class c at the ``=`` position on input
+    (a, b, =) and E_a, E_b are the embedding vectors fed in at positions 0 and 1 (the ``hook_embed`` output, as in the
+    authors' code, so a = b still gives two separate gradients). ≈1 for Pizza-like (symmetric) models, lower for Clock.
+
+    Batched: every triple is its own batch row, so one backward of Σ_i Q_i gives all per-triple gradients.
+    """
+    tokens = torch.cat([triples[:, :2], torch.full_like(triples[:, :1], p)], dim=1).to(model.W_E.device)
+    emb = model.embed.W_E.detach()[tokens].requires_grad_(True)  # [n, 3, d_model]
+    with torch.enable_grad():
+        logits = model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", lambda act, hook: emb)])
+        q = logits[:, -1].gather(1, triples[:, 2:].to(logits.device)).sum()
+        (grad,) = torch.autograd.grad(q, emb)
+    return float(torch.nn.functional.cosine_similarity(grad[:, 0], grad[:, 1], dim=-1).mean())
+
+
+def distance_irrelevance(correct_logits: Tensor) -> float:
+    """q = mean_d std_i L[i, i+d] / std_{i,j} L[i, j] (Zhong et al. 2023, "The Clock and the Pizza",
+    arXiv:2306.17844, §4.1 distance irrelevance; population std as in the authors' code), L [p, p] the logit of the
+    correct class on input (a, b) = (i, j), indices mod p. Near 1 when the correct logit does not depend on the
+    distance a − b (Clock), near 0 when it does (Pizza, whose correct logit ∝ |cos(w_k(a − b)/2)|).
+    """
+    p = correct_logits.shape[0]
+    L = correct_logits.detach().double()
+    i = torch.arange(p, device=L.device)
+    by_distance = L[i[None, :], (i[None, :] + i[:, None]) % p]  # [d, i] = L[i, i + d]
+    return float(by_distance.std(1, correction=0).mean() / L.std(correction=0))
+
+
+@probe("fourier.clock_pizza")
+def clock_pizza_probe(ctx: ProbeContext) -> dict[str, Any]:
+    """Clock-vs-Pizza diagnostics of Zhong et al. 2023 (arXiv:2306.17844, §4.1): gradient_symmetricity over a fixed
+    random set of ``clock_pizza_triples`` (a, b, c) triples seeded by ``clock_pizza_seed``
+    (:func:`gradient_symmetricity`), and distance_irrelevance of the correct-class logits over the p×p grid
+    (:func:`distance_irrelevance`; invalid cells of ``div`` use label 0).
+    """
+    p = ctx.p
+    triples = clock_pizza_triples(p, int(ctx.params["clock_pizza_triples"]), int(ctx.params["clock_pizza_seed"]))
+    correct = ctx.logits.gather(1, ctx.labels[:, None].to(ctx.logits.device)).reshape(p, p)
+    return {
+        "gradient_symmetricity": gradient_symmetricity(ctx.model, p, triples),
+        "distance_irrelevance": distance_irrelevance(correct),
+    }
