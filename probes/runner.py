@@ -1,0 +1,333 @@
+"""Measure checkpoints with the registered probes and cache the results under ``RUN/probes/``.
+
+Cache layout::
+
+    RUN/probes/scalars.parquet        long format: step, probe, name, value (float64)
+    RUN/probes/<probe>.safetensors    one tensor per array output, [n_steps, ...], plus
+                                      ``steps`` [n_steps] int64 (sorted); metadata: version, params
+    RUN/probes/index.json             {"format": 1, "probes": {probe: {"version": v, "params": hash,
+                                                               "steps": {step: checkpoint sha256}}}}
+
+A (probe, step) pair is up to date when the index holds it with the probe's current
+version, the current params hash and the checkpoint's SHA-256 from the run's manifest
+(so a rewritten checkpoint is recomputed; files are never re-hashed here). When a probe's
+version or params change, all its cached results are dropped and recomputed as asked.
+Results are written in batches (at the end, and every ``FLUSH_SECONDS`` of a long run),
+data files first and the index last, each atomically: a crash loses at most one batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+from tqdm.auto import tqdm
+
+from interp.store import Run, StoreError, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
+from interp.tasks import ConfigError, Task
+from probes.registry import DEFAULT_PARAMS, REGISTRY, ProbeContext, ProbeSpec, available
+
+INDEX_FORMAT = 1
+SCALAR_COLUMNS = ["step", "probe", "name", "value"]
+FLUSH_SECONDS = 30.0  # write the cache at least this often during a long run
+STEPS_KEY = "steps"  # the steps vector in each arrays file (reserved: no probe output may use it)
+
+Results = dict[str, dict[str, Any]]  # probe -> output name -> float | ndarray
+
+
+# ------------------------------------------------------------------ helpers
+def resolve(names: Iterable[str] | None) -> list[ProbeSpec]:
+    """The specs of ``names`` (all default probes if None); unknown names raise ConfigError."""
+    if names is None:
+        return [REGISTRY[n] for n in available(default_only=True)]
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ConfigError(f"probe: unknown probe {unknown[0]!r} (available: {', '.join(available())})")
+    return [REGISTRY[n] for n in names]
+
+
+def merged_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    unknown = sorted(set(params or {}) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ConfigError(f"params: unknown probe parameter {unknown[0]!r} (known: {', '.join(DEFAULT_PARAMS)})")
+    return {**DEFAULT_PARAMS, **(params or {})}
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """SHA-256 (first 16 hex digits) of the full parameter dict, as sorted JSON."""
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _as_value(probe: str, name: str, value: Any) -> float | np.ndarray:
+    """A 0-d output as a Python float, anything else as a NumPy array."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        raise TypeError(f"probe {probe}: output {name!r} is not numeric ({type(value).__name__})")
+    if arr.ndim == 0:
+        return float(arr)
+    if name == STEPS_KEY:
+        raise ValueError(f"probe {probe}: array output name {STEPS_KEY!r} is reserved for the steps vector")
+    return np.ascontiguousarray(arr)
+
+
+def measure_context(ctx: ProbeContext, specs: list[ProbeSpec]) -> Results:
+    """Run each probe on one context: ``{probe: {name: float | ndarray}}``."""
+    out: Results = {}
+    for spec in specs:
+        raw = spec.fn(ctx)
+        if not isinstance(raw, dict):
+            raise TypeError(f"probe {spec.name}: returned {type(raw).__name__}, expected a dict of outputs")
+        out[spec.name] = {str(k): _as_value(spec.name, str(k), v) for k, v in raw.items()}
+    return out
+
+
+def measure(model: Any, task: Task, names: Iterable[str] | None = None,
+            params: dict[str, Any] | None = None) -> Results:
+    """Probe a model held in memory (nothing is cached): ``{probe: {name: float | ndarray}}``."""
+    ctx = ProbeContext(model=model.eval(), task=task, params=merged_params(params))
+    return measure_context(ctx, resolve(names))
+
+
+def _open(run: Run | str | os.PathLike) -> Run:
+    return run if isinstance(run, Run) else Run.open(run)
+
+
+def _probe_file(probe: str) -> str:
+    return f"{probe}.safetensors"
+
+
+# ------------------------------------------------------------------ cache
+class ProbeCache:
+    """The on-disk cache of one run, with pending results held in memory until :meth:`flush`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.index: dict[str, dict] = read_index(root)
+        self.dropped: set[str] = set()  # probes whose old results are invalid (version/params changed)
+        self.scalars: list[tuple[int, str, str, float]] = []
+        self.done: dict[str, dict[int, str]] = {}  # probe -> step -> sha computed since the last flush
+        self.arrays: dict[str, dict[int, dict[str, np.ndarray]]] = {}  # probe -> step -> outputs
+        self.last_flush = time.monotonic()
+
+    # ---- freshness
+    def prepare(self, spec: ProbeSpec, phash: str) -> None:
+        """Start a fresh index entry for ``spec`` if its version or params differ from the cached ones."""
+        entry = self.index.get(spec.name)
+        if entry is None or entry.get("version") != spec.version or entry.get("params") != phash:
+            if entry is not None:
+                self.dropped.add(spec.name)
+            self.index[spec.name] = {"version": spec.version, "params": phash, "steps": {}}
+
+    def is_fresh(self, probe: str, step: int, sha: str) -> bool:
+        return self.index.get(probe, {}).get("steps", {}).get(str(step)) == sha
+
+    # ---- adding results
+    def add(self, step: int, sha: str, results: Results) -> None:
+        for probe, outputs in results.items():
+            self.done.setdefault(probe, {})[step] = sha
+            arrays = {}
+            for name, value in outputs.items():
+                if isinstance(value, np.ndarray):
+                    arrays[name] = value
+                else:
+                    self.scalars.append((step, probe, name, value))
+            if arrays:
+                self._arrays_of(probe)[step] = arrays
+
+    def _arrays_of(self, probe: str) -> dict[int, dict[str, np.ndarray]]:
+        """All array results of ``probe``: the cached file's (unless dropped), read once, plus new ones."""
+        if probe not in self.arrays:
+            path = self.root / _probe_file(probe)
+            self.arrays[probe] = {} if probe in self.dropped else _read_array_steps(path)
+        return self.arrays[probe]
+
+    @property
+    def due(self) -> bool:
+        return time.monotonic() - self.last_flush >= FLUSH_SECONDS
+
+    # ---- writing
+    def flush(self) -> None:
+        """Merge pending results into the files (data first, index last), atomically."""
+        if self.done or self.dropped:
+            self._write_scalars()
+            for probe in {p for p in self.done if p in self.arrays} | self.dropped:
+                self._write_arrays(probe)
+            for probe, steps in self.done.items():
+                self.index[probe]["steps"].update({str(s): sha for s, sha in steps.items()})
+            atomic_write_json(self.root / "index.json", {"format": INDEX_FORMAT, "probes": self.index})
+        self.scalars, self.done, self.dropped = [], {}, set()
+        self.last_flush = time.monotonic()
+
+    def _write_scalars(self) -> None:
+        old = read_scalars(self.root)
+        replaced = {(p, s) for p, steps in self.done.items() for s in steps}
+        if len(old):
+            stale = old["probe"].isin(self.dropped) | pd.Series(
+                [(p, s) in replaced for p, s in zip(old["probe"], old["step"])], index=old.index, dtype=bool)
+            old = old[~stale]
+        new = pd.DataFrame(self.scalars, columns=SCALAR_COLUMNS).astype({"step": "int64", "value": "float64"})
+        df = pd.concat([old, new], ignore_index=True) if len(old) else new
+        df = df.sort_values(["probe", "step", "name"], kind="stable").reset_index(drop=True)
+        atomic_write_parquet(self.root / "scalars.parquet", df)
+
+    def _write_arrays(self, probe: str) -> None:
+        """Rewrite ``<probe>.safetensors`` with every step of :meth:`_arrays_of` (deleted if none)."""
+        path = self.root / _probe_file(probe)
+        by_step = self.arrays.get(probe, {})
+        if not by_step:
+            path.unlink(missing_ok=True)
+            return
+        steps = sorted(by_step)
+        names = sorted(by_step[steps[0]])
+        tensors = {STEPS_KEY: np.asarray(steps, dtype=np.int64)}
+        for name in names:
+            rows = [by_step[s].get(name) for s in steps]
+            shapes = {r.shape for r in rows if r is not None}
+            if any(r is None for r in rows) or len(shapes) != 1:
+                raise ValueError(f"probe {probe}: array {name!r} must have one shape at every step, got {shapes}")
+            tensors[name] = np.ascontiguousarray(np.stack(rows))
+        meta = {"probe": probe, "version": str(self.index[probe]["version"]), "params": self.index[probe]["params"]}
+        atomic_write_bytes(path, st_save(tensors, metadata=meta))
+
+
+def read_index(root: Path) -> dict[str, dict]:
+    path = root / "index.json"
+    if not path.exists():
+        return {}
+    index = read_json(path)
+    if index.get("format") != INDEX_FORMAT:
+        raise StoreError(f"{path}: probe index format {index.get('format')!r} is not supported")
+    return dict(index.get("probes", {}))
+
+
+def read_scalars(root: Path) -> pd.DataFrame:
+    path = root / "scalars.parquet"
+    if not path.exists():
+        return pd.DataFrame({"step": pd.Series(dtype="int64"), "probe": pd.Series(dtype=object),
+                             "name": pd.Series(dtype=object), "value": pd.Series(dtype="float64")})
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise StoreError(f"corrupt {path}: {e}") from None
+
+
+def _read_arrays(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    try:
+        tensors = st_load(path.read_bytes())
+    except (SafetensorError, ValueError) as e:
+        raise StoreError(f"corrupt {path}: {e}") from None
+    steps = tensors.pop(STEPS_KEY)
+    return steps, tensors
+
+
+def _read_array_steps(path: Path) -> dict[int, dict[str, np.ndarray]]:
+    if not path.exists():
+        return {}
+    steps, tensors = _read_arrays(path)
+    return {int(s): {k: v[i] for k, v in tensors.items()} for i, s in enumerate(steps)}
+
+
+# ------------------------------------------------------------------ public API
+def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps: Iterable[int] | None = None,
+        params: dict[str, Any] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Measure every checkpoint (or ``steps``) of ``run`` with the default probes (or ``names``),
+    skipping (probe, step) pairs already cached, and return the scalars of those probes and steps
+    (long format: step, probe, name, value). Corrupt checkpoints are skipped with a warning."""
+    run = _open(run)
+    specs, params = resolve(names), merged_params(params)
+    manifest = run.manifest
+    steps = sorted(manifest) if steps is None else _check_steps(run, steps, manifest)
+    cache = ProbeCache(run.path / "probes")
+    phash = params_hash(params)
+    for spec in specs:
+        cache.prepare(spec, phash)
+    todo = {s: [sp for sp in specs if not cache.is_fresh(sp.name, s, manifest[s]["sha256"])] for s in steps}
+    todo = {s: sp for s, sp in todo.items() if sp}
+    if todo:
+        _measure_steps(run, todo, manifest, params, cache, progress)
+    cache.flush()
+    df = load(run)
+    return df[df["probe"].isin([s.name for s in specs]) & df["step"].isin(steps)].reset_index(drop=True)
+
+
+def _check_steps(run: Run, steps: Iterable[int], manifest: dict[int, dict]) -> list[int]:
+    steps = sorted({int(s) for s in steps})
+    missing = [s for s in steps if s not in manifest]
+    if missing:
+        raise StoreError(f"{run.path} has no checkpoint at step {missing[0]} (saved: {len(manifest)} steps)")
+    return steps
+
+
+def _measure_steps(run: Run, todo: dict[int, list[ProbeSpec]], manifest: dict[int, dict],
+                   params: dict[str, Any], cache: ProbeCache, progress: bool) -> None:
+    """Load each checkpoint into one reused model and run its pending probes; flush periodically."""
+    model, task = run.train_config.build_model().eval(), run.task
+    bar = tqdm(total=len(todo), desc=f"probes {run.name}", unit="ckpt", disable=not progress)
+    try:
+        for step, state_dict in run.iter_state_dicts(list(todo)):
+            model.load_state_dict(state_dict)
+            ctx = ProbeContext(model=model, task=task, step=step, params=params)
+            cache.add(step, manifest[step]["sha256"], measure_context(ctx, todo[step]))
+            bar.update()
+            if cache.due:
+                cache.flush()
+    finally:
+        bar.close()
+        cache.flush()  # keep what was measured even if a probe raised
+
+
+def load(run: Run | str | os.PathLike) -> pd.DataFrame:
+    """Cached scalars of ``run``: DataFrame with columns step, probe, name, value (empty if none)."""
+    return read_scalars(_open(run).path / "probes")
+
+
+def load_arrays(run: Run | str | os.PathLike, probe: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Cached arrays of one probe: (steps [n_steps], {name: [n_steps, ...]})."""
+    run = _open(run)
+    path = run.path / "probes" / _probe_file(probe)
+    if not path.exists():
+        if probe in read_index(run.path / "probes"):
+            return np.zeros(0, dtype=np.int64), {}  # computed, but it has no array outputs
+        raise StoreError(f"no cached results for probe {probe!r} in {run.path}; run `grokscope probe {run.path}`")
+    return _read_arrays(path)
+
+
+def status(run: Run | str | os.PathLike, names: Iterable[str] | None = None,
+           params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What :func:`run` would compute: ``{"steps": [...], "complete": bool, "n_missing": int,
+    "probes": {probe: {"missing": [steps], "up_to_date": int, "reason": str}}}``, where reason is
+    "" (up to date), "not computed", "probe version changed", "params changed" or
+    "checkpoints changed or not yet computed"."""
+    run = _open(run)
+    specs, phash = resolve(names), params_hash(merged_params(params))
+    index, manifest = read_index(run.path / "probes"), run.manifest
+    steps = sorted(manifest)
+    probes: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        entry = index.get(spec.name)
+        if entry is None or entry.get("version") != spec.version or entry.get("params") != phash:
+            reason = ("not computed" if entry is None else
+                      "probe version changed" if entry.get("version") != spec.version else "params changed")
+            probes[spec.name] = {"missing": steps, "up_to_date": 0, "reason": reason}
+            continue
+        cached = entry.get("steps", {})
+        missing = [s for s in steps if cached.get(str(s)) != manifest[s]["sha256"]]
+        reason = "checkpoints changed or not yet computed" if missing else ""
+        probes[spec.name] = {"missing": missing, "up_to_date": len(steps) - len(missing), "reason": reason}
+    n_missing = sum(len(p["missing"]) for p in probes.values())
+    return {"steps": steps, "complete": n_missing == 0, "n_missing": n_missing, "probes": probes}
