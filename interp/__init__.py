@@ -5,6 +5,7 @@
     run = Run.open("checkpoints/nanda"); run.steps; run.metrics; run.model_at(run.steps[-1])
 """
 
+from interp.bridge import to_bridge
 from interp.model import ModelConfig, Transformer
 from interp.store import CorruptCheckpointError, Run, StoreError, grok_steps
 from interp.tasks import OPERATIONS, ConfigError, Task
@@ -13,6 +14,6 @@ from interp.train import PRESETS, Hook, TrainConfig, checkpoint_steps, preset, r
 __all__ = [
     "OPERATIONS", "PRESETS", "ConfigError", "CorruptCheckpointError", "Hook", "ModelConfig", "Run",
     "StoreError", "Task", "TrainConfig", "Transformer", "checkpoint_steps", "grok_steps", "preset",
-    "resume", "train",
+    "resume", "to_bridge", "train",
 ]
 __version__ = "0.1.0"
