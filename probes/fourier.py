@@ -207,10 +207,15 @@ def neuron_fve(acts: Tensor, p: int) -> Tensor:
     1D basis coefficients; the const-row/column parts are |r̂(k)|²/p and |ĉ(k)|²/p with r, c the sums of f over
     a and over b. Equal to the 2D einsum definition (tested against :func:`neuron_spectrum`).
     """
+    return _neuron_fve_and_max(acts, p)[0]
+
+
+def _neuron_fve_and_max(acts: Tensor, p: int) -> tuple[Tensor, Tensor]:
+    """:func:`neuron_fve` and each neuron's largest activation [d_mlp], sharing one pass over the grid."""
     m = acts.shape[-1]
     acts = acts.reshape(p * p, m)
     mean = acts.mean(0)
-    f = acts - mean  # centred, and contiguous even when acts is a strided slice of the cache
+    f = acts - mean  # centred, and contiguous (a private copy) even when acts is a strided slice of the cache
     grid = f.view(p, p, m)
     basis = fourier_basis(p, f.dtype, f.device)
     s_idx, d_idx = _sum_diff_index(p, f.device)
@@ -226,9 +231,11 @@ def neuron_fve(acts: Tensor, p: int) -> Tensor:
         weight[1, -1] = 0.0  # k = p/2: cos w_k(a−b) = cos w_k(a+b), counted once
     energy = (per_freq(coef_sq, p, dim=1) * weight[:, :, None]).sum(0).T  # [m, K+1]
     energy[:, 0] = 0.0  # (const, const) is removed by centring
-    total = torch.linalg.vecdot(f, f, dim=0)  # Σ f² (Parseval: = Σ_{i,j} C[i, j]²)
+    peak = f.amax(0) + mean
+    total = f.square_().sum(0)  # Σ f² (Parseval: = Σ_{i,j} C[i, j]²); f is not used after this
     live = total > 1e-10 * (p * p) * mean.pow(2)  # not constant up to rounding
-    return torch.where(live[:, None], energy / total.clamp_min(torch.finfo(f.dtype).tiny)[:, None], 0.0)
+    fve = torch.where(live[:, None], energy / total.clamp_min(torch.finfo(f.dtype).tiny)[:, None], 0.0)
+    return fve, peak
 
 
 def _neuron_outputs(ctx: ProbeContext) -> dict[str, Any]:
@@ -241,12 +248,13 @@ def _neuron_outputs(ctx: ProbeContext) -> dict[str, Any]:
             "n_clustered": nan, "frac_clustered": nan, "n_dead": nan,
         }
     post = ctx.cache["post", ctx.model.cfg.n_layers - 1][:, -1]  # [p*p, d_mlp] at the `=` position
-    fve = neuron_fve(post, p)
-    dead = post.amax(0) <= 0  # never fires (ReLU output 0 / GELU output ≤ 0 on every input)
+    fve, peak = _neuron_fve_and_max(post, p)
+    dead = peak <= 0  # never fires (ReLU output 0 / GELU output ≤ 0 on every input)
     dominant_fve, dominant = fve[:, 1:].max(1)
     dominant = torch.where(dominant_fve > 0, dominant + 1, 0)  # 0: no variance to explain
     clustered = (dominant_fve >= ctx.params["fve_threshold"]) & ~dead
-    cluster_sizes = torch.zeros(kp1).index_add_(0, dominant[clustered], torch.ones(int(clustered.sum())))
+    cluster_sizes = torch.zeros(kp1, device=fve.device).index_add_(
+        0, dominant[clustered], torch.ones(int(clustered.sum()), device=fve.device))
     return {
         "fve": fve.float(), "dominant_freq": dominant.float(), "dominant_fve": dominant_fve.float(),
         "cluster_sizes": cluster_sizes, "n_clustered": int(clustered.sum()),
@@ -271,12 +279,13 @@ def neurons_probe(ctx: ProbeContext) -> dict[str, Any]:
 def _key_frequencies(ctx: ProbeContext) -> Tensor:
     K = n_freqs(ctx.p)
     key = torch.zeros(K + 1, dtype=torch.bool)
-    sizes = ctx.memo("fourier.neurons", lambda: _neuron_outputs(ctx))["cluster_sizes"]
+    sizes = ctx.memo("fourier.neurons", lambda: _neuron_outputs(ctx))["cluster_sizes"].cpu()
     key |= torch.nan_to_num(sizes, nan=0.0) >= ctx.params["key_freq_min_neurons"]
-    W = logit_map(ctx.model)
-    if W is None:  # attention-only: the residual stream feeds the unembedding directly
-        W = ctx.model.unembed.W_U
-    norms = fourier_norms(W, ctx.p, axis=1)[0][1:].double()
+    if _last_mlp(ctx.model) is None:  # attention-only: the residual stream feeds the unembedding directly
+        norms = fourier_norms(ctx.model.unembed.W_U, ctx.p, axis=1)[0]
+    else:
+        norms = _logit_map_outputs(ctx)["norms"]
+    norms = norms[1:].double().cpu()
     if norms.max() > 0:
         by_norm = norms >= ctx.params["key_freq_wl_fraction"] * norms.max()
         above_floor = norms.pow(2) >= ctx.params["key_freq_wl_min_ratio"] * norms.pow(2).mean()
@@ -352,7 +361,8 @@ def logit_fourier(logits: Tensor, p: int, key: Tensor | None = None) -> tuple[Te
     coef = (cos @ N) / reg_sq
     coef[0] = float("nan")
     explained = coef.pow(2) * reg_sq  # [K+1]
-    total = torch.var(L.double(), dim=1, correction=0).sum() * p  # ‖L̃‖²
+    centred = (L - L.mean(1, keepdim=True)).reshape(-1).double()
+    total = centred @ centred  # ‖L̃‖²
     if total <= 0:
         return coef.float(), float("nan"), float("nan")
     fve_all = float(explained[1:].sum() / total)
