@@ -157,7 +157,7 @@ def steps_to_grok(df: pd.DataFrame, grid: dict[str, list[Any]]) -> pd.DataFrame:
         rows.append({"line": _label(lines, key[:-1]), **dict(zip(lines, key[:-1])), "frac_train": key[-1],
                      "n": len(cell), "n_grokked": len(g), "median": g.median() if len(g) else math.nan,
                      "min": g.min() if len(g) else math.nan, "max": g.max() if len(g) else math.nan})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["line", *lines, "frac_train", "n", "n_grokked", "median", "min", "max"])
 
 
 def fig_steps_to_grok(df: pd.DataFrame, grid: dict[str, list[Any]]) -> go.Figure | None:

@@ -553,16 +553,22 @@ def summarize(path: str | os.PathLike, delay_factor: float = DELAY_FACTOR, key_f
                 warnings.warn(f"{m.name}: key frequencies not computed: {e}", stacklevel=2)
         rows.append(row)
     df = pd.DataFrame(rows)
+    for col in SUMMARY_COLUMNS:  # members not started yet leave holes; keep every column
+        if col not in df:
+            df[col] = math.nan
     for col in ("last_step", "memorized_step", "grokked_step"):
-        if col in df:
-            df[col] = df[col].astype("Int64")
-    df["grokked"] = df["grokked_step"].notna() if "grokked_step" in df else False
+        df[col] = df[col].astype("Int64")
+    df["grokked"] = df["grokked_step"].notna()
     if use_kf:
         if "key_freqs" not in df:
             df["key_freqs"] = None
         atomic_write_json(cache_path, cache)
     atomic_write_parquet(sweep.path / SUMMARY_FILE, df)
     return df
+
+
+SUMMARY_COLUMNS = ("status", "last_step", "memorized_step", "grokked_step", "train_loss", "test_loss", "train_acc",
+                   "test_acc", "wall_time", "stopped_early", "outcome")
 
 
 def load_summary(path: str | os.PathLike) -> pd.DataFrame:
@@ -616,8 +622,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.grid:
         raise _usage("sweep: --grid is required, e.g. --grid frac_train=0.2,0.3 seed=0..2 "
                      "(or `grokscope sweep plot SWEEP_DIR`)")
-    if args.workers is not None and args.workers < 1:
-        raise _usage(f"--workers: must be >= 1, got {args.workers}")
+    for opt, value, lo in (("--workers", args.workers, 1), ("--max-batch", args.max_batch, 1),
+                           ("--num-gpus", args.num_gpus, 0), ("--max-retries", args.max_retries, 0)):
+        if value is not None and value < lo:
+            raise _usage(f"{opt}: must be >= {lo}, got {value}")
     name = args.preset or "nanda"
     base = preset(name).with_overrides(args.set or [])
     if args.steps is not None:

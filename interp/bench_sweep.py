@@ -1,0 +1,103 @@
+"""Sweep benchmarks (a section of ``make bench``, see :mod:`interp.bench`).
+
+* Local pool vs one after another: the same 8 ``tiny`` members (seeds 0..7) trained by the
+  process pool (one worker per core, worker start-up included) and then in this process,
+  one torch thread each as in a worker; the throughput ratio is measured within one call,
+  since the machines are shared.
+* Batched vs sequential on a GPU (skipped with a "no GPU" row otherwise): 64 ``nanda``-shaped
+  members in one :class:`interp.batched.BatchedTrainer` against the same trainer holding one
+  model at a time, in member-steps per second (the sequential rate is measured on 2 members).
+
+    python -m interp.bench_sweep [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from interp import sweep
+from interp.train import preset
+
+
+def row(name: str, value: float | str, unit: str, target: str = "", ok: bool | None = None) -> dict:
+    return {"name": name, "value": value, "unit": unit, "target": target, "ok": ok}
+
+
+def bench_pool(n_members: int = 8, n_steps: int = 300) -> list[dict]:
+    """Runs/min of the local pool and of one-after-another training, and their ratio."""
+    cfg = preset("tiny").replace(n_steps=n_steps)
+    grid = {"seed": list(range(n_members))}
+    workers = sweep.default_workers()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        sweep.run(cfg, grid, out=Path(tmp) / "seq", backend="local-pool", workers=1, progress=False)
+        seq = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sweep.run(cfg, grid, out=Path(tmp) / "pool", backend="local-pool", workers=workers, progress=False)
+        pool = time.perf_counter() - t0
+    target = 0.7 * min(workers, n_members)
+    return [
+        row(f"sweep: {n_members} tiny members × {n_steps} steps, one after another", 60 * n_members / seq, "runs/min"),
+        row(f"sweep: same, local pool ({workers} workers, start-up included)", 60 * n_members / pool, "runs/min"),
+        row("sweep: local pool / one after another", seq / pool, "x", f"≥ {target:.1f}", seq / pool >= target),
+    ]
+
+
+def bench_batched_gpu(n_members: int = 64, n_steps: int = 200, n_sequential: int = 2) -> list[dict]:
+    """Member-steps/s of 64 models batched on the GPU against one model at a time."""
+    name = f"sweep: batched {n_members} nanda members vs one at a time (GPU)"
+    if not torch.cuda.is_available():
+        return [row(f"{name}: skipped, no GPU", "no GPU", "x", "≥ 10", None)]
+    from interp.batched import BatchedTrainer, create_run
+
+    cfg = preset("nanda").replace(n_steps=n_steps, ckpt_dense_until=0, ckpt_log_count=0, ckpt_every=n_steps)
+    fracs = [0.2, 0.3, 0.4, 0.5]
+    cfgs = [cfg.replace(seed=i, frac_train=fracs[i % len(fracs)]) for i in range(n_members)]
+
+    def timed(batch: list, root: Path) -> float:
+        runs = [create_run(c, root / f"m{i}") for i, c in enumerate(batch)]
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        BatchedTrainer(batch, runs, device="cuda", progress=False).fit()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        timed(cfgs[:2], Path(tmp) / "warm")  # CUDA context, kernels
+        batched = n_members * n_steps / timed(cfgs, Path(tmp) / "batched")
+        seq_time = sum(timed([c], Path(tmp) / f"seq{i}") for i, c in enumerate(cfgs[:n_sequential]))
+        sequential = n_sequential * n_steps / seq_time
+    return [
+        row(f"sweep: batched, {n_members} nanda members on {torch.cuda.get_device_name()}", batched, "member-steps/s"),
+        row("sweep: one model at a time, same GPU", sequential, "member-steps/s"),
+        row(name, batched / sequential, "x", "≥ 10", batched / sequential >= 10),
+    ]
+
+
+def bench(quick: bool = False) -> list[dict]:
+    rows = bench_pool(n_steps=150 if quick else 300)
+    rows += bench_batched_gpu(n_steps=100 if quick else 200)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m interp.bench_sweep", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    for r in bench(quick=args.quick):
+        v = r["value"]
+        v = f"{v:.3g}" if isinstance(v, float) and not math.isnan(v) else str(v)
+        ok = {True: "yes", False: "NO", None: ""}[r["ok"]]
+        print(f"{r['name']:<72} {v:>10} {r['unit']:<15} {r['target']:<8} {ok}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
