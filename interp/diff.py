@@ -149,7 +149,9 @@ def transition_steps(run: Run) -> tuple[int, int]:
     start = next((s for s in (ph.memorization_end, ph.circuit_start) if s is not None), None)
     end = next((s for s in (ph.cleanup_end, ph.grok_step, ph.circuit_end) if s is not None), None)
     if start is None or end is None:
-        raise _usage_error(f"{run.path}: no grokking transition detected (phases: {ph}); pick steps with --from/--to")
+        found = ", ".join(f"{k}={getattr(ph, k)}" for k in ("memorization_end", "circuit_start", "circuit_end",
+                                                              "cleanup_end", "grok_step"))
+        raise _usage_error(f"{run.path}: no grokking transition detected ({found}); pick steps with --from/--to")
     a, b = run.nearest_step(start), run.nearest_step(end)
     if a >= b:
         raise _usage_error(f"{run.path}: transition {start}->{end} snaps to one checkpoint ({a}); use --from/--to")
@@ -266,7 +268,7 @@ class _Forward:
 def representation(fa: _Forward, fb: _Forward) -> list[dict[str, Any]]:
     """Linear CKA between the two checkpoints' MLP activations and residual streams (readout position,
     every layer) over the full p×p input grid."""
-    rows = [{"name": f"mlp.{i}", "what": f"MLP activations, layer {i}", "cka": linear_cka(x, y)}
+    rows = [{"name": f"mlp.{i}", "what": f"MLP activations of layer {i}", "cka": linear_cka(x, y)}
             for i, (x, y) in enumerate(zip(fa.mlp, fb.mlp))]
     rows += [{"name": f"resid_post.{i}", "what": f"residual stream after layer {i}", "cka": linear_cka(x, y)}
              for i, (x, y) in enumerate(zip(fa.resid, fb.resid))]
@@ -551,9 +553,15 @@ def fmt_set(ks: Sequence[int]) -> str:
 
 
 def _movement(label: str, a: float | None, b: float | None, pct: bool = False) -> str:
+    """"test loss fell from 22.4 to 0.003" / "rose" / "unchanged at" / "essentially unchanged at … (+1e-05)"."""
     show = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%") if pct else fmt
-    if a is None or b is None or a == b:
-        return f"{label} unchanged at {show(b)}" if a == b else f"{label} {show(a)} → {show(b)}"
+    if a is None or b is None:
+        return f"{label} {show(a)} → {show(b)}"
+    if a == b:
+        return f"{label} unchanged at {show(b)}"
+    if show(a) == show(b):
+        change = f"{100 * (b - a):+.2g} pp" if pct else f"{b - a:+.2g}"
+        return f"{label} essentially unchanged at {show(b)} ({change})"
     return f"{label} {'rose' if b > a else 'fell'} from {show(a)} to {show(b)}"
 
 
@@ -573,8 +581,8 @@ def summarize(d: dict[str, Any]) -> list[str]:
         parts.append(f"{fmt_set(kf['kept'])} kept")
     if kf["lost"]:
         parts.append(f"{fmt_set(kf['lost'])} lost")
-    out.append(("Fourier: " + ", ".join(parts) if parts else "Fourier: no key frequencies at either checkpoint")
-               + f" (key frequencies after: {fmt_set(kf['b'])}).")
+    out.append(f"Fourier: {', '.join(parts)} (key frequencies after: {fmt_set(kf['b'])})." if parts else
+               "Fourier: no key frequencies at either checkpoint.")
     nr = d["fourier"]["neurons"]
     n_b = nr["d_mlp"]["b"]
     if "joined_cluster" in nr:
@@ -608,8 +616,8 @@ def summarize(d: dict[str, Any]) -> list[str]:
         out.append(f"{c['wrong_to_right']} {where} inputs went wrong → right and {c['right_to_wrong']} right → wrong.")
     rep = d["representation"]
     if rep:
-        out.append("Linear CKA between the checkpoints: " + ", ".join(
-            f"{r['what']} {fmt(r['cka'])}" for r in rep) + ".")
+        out.append("Linear CKA between the checkpoints: " + "; ".join(
+            f"{r['what']}: {fmt(r['cka'])}" for r in rep) + ".")
     return out
 
 

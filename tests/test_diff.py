@@ -265,6 +265,13 @@ def test_cli_errors_exit_2_with_one_line(capsys, tiny_run, tmp_path, args, messa
     assert len(err.strip().splitlines()) == 1 and err.startswith("grokscope: error: ") and message in err
 
 
+def test_cli_transition_without_grokking_exits_2(capsys, short_config, tmp_path):
+    run = train(short_config.replace(n_steps=20), tmp_path / "short", progress=False)
+    code, out, err = run_cli(capsys, str(run.path), "--transition")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "no grokking transition detected (memorization_end=None" in err and "--from/--to" in err
+
+
 def test_cli_writes_reports_and_prints_markdown(capsys, tiny_run, tmp_path, steps):
     a, b = steps
     files = {ext: tmp_path / f"r.{ext}" for ext in ("html", "md", "json")}
