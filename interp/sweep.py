@@ -438,7 +438,7 @@ def run(base_config: TrainConfig, grid: Mapping[str, Any] | Iterable[str], *, ou
         bar.set_postfix_str(f"last {m.name}", refresh=False)
 
     try:
-        if not todo:
+        if not todo:  # everything already complete
             pass
         elif backend == "local-pool":
             _run_pool(todo, min(workers or default_workers(), len(todo)), progress, report)
