@@ -433,9 +433,8 @@ def neuron_changes(sa: _Side, sb: _Side, aligned: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"fve_threshold": thr}
     for name in ("cluster_sizes", "n_clustered", "frac_clustered", "n_dead"):
         out[name] = _pair(sa, sb, "fourier.neurons", name)
-    out["d_mlp"] = {"a": len(sa.get("fourier.neurons", "dominant_freq")),
-                    "b": len(sb.get("fourier.neurons", "dominant_freq"))}
-    if not aligned:
+    out["d_mlp"] = {"a": len(sa.dead), "b": len(sb.dead)}  # 0 for attention-only models
+    if not aligned or not len(sa.dead):
         return out
 
     def state(s: _Side) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -585,7 +584,9 @@ def summarize(d: dict[str, Any]) -> list[str]:
                "Fourier: no key frequencies at either checkpoint.")
     nr = d["fourier"]["neurons"]
     n_b = nr["d_mlp"]["b"]
-    if "joined_cluster" in nr:
+    if n_b == 0 and nr["d_mlp"]["a"] == 0:
+        out.append("No MLP neurons (attention-only models).")
+    elif "joined_cluster" in nr:
         out.append(f"{len(nr['joined_cluster'])} of {n_b} neurons joined a frequency cluster and "
                    f"{len(nr['left_cluster'])} left one ({fmt(nr['n_clustered']['a'])} → "
                    f"{fmt(nr['n_clustered']['b'])} clustered); {len(nr['changed_freq_clustered'])} clustered "

@@ -41,13 +41,16 @@ def _flat(arr: list[list[Any]]) -> list[Any]:
 
 
 def _freq_rows(d: dict[str, Any]) -> list[int]:
-    """Frequencies to tabulate: the key frequencies of either side, else the 5 largest W_L norms after."""
+    """Frequencies to tabulate: the key frequencies of either side, else the 5 largest W_L (or, without
+    an MLP, W_E) norms after."""
     kf = d["fourier"]["key_freqs"]
     ks = sorted(set(kf["a"]) | set(kf["b"]))
     if ks:
         return ks
-    norms = np.nan_to_num(np.asarray(d["fourier"]["logit_map"]["norms"]["b"], dtype=float)[1:])
-    return sorted((np.argsort(-norms)[:5] + 1).tolist())
+    norms = np.asarray(d["fourier"]["logit_map"]["norms"]["b"], dtype=float)[1:]
+    if not np.isfinite(norms).any():  # attention-only: no W_L
+        norms = np.asarray(d["fourier"]["embed"]["norms"]["b"], dtype=float)[1:]
+    return sorted((np.argsort(-np.nan_to_num(norms, nan=-1.0), kind="stable")[:5] + 1).tolist())
 
 
 def _at(arr: Sequence[float | None] | None, k: int) -> float | None:

@@ -5,6 +5,7 @@ the HTML page in headless Chromium."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -236,6 +237,19 @@ def test_cross_task_report_omits_grid_comparisons(tiny_run, short_config, tmp_pa
     md = rep.to_markdown()
     assert "(add mod 47 vs add mod 43)" in md and "Representation similarity" not in md
     assert "Prediction flips" not in rep.to_html()
+
+
+def test_attention_only_model_has_no_neuron_section(short_config, tmp_path):
+    run = train(short_config.replace(attn_only=True, n_steps=20), tmp_path / "attn", progress=False)
+    rep = compare((run, 0), (run, 20))
+    d = rep.to_dict()
+    assert d["fourier"]["neurons"]["d_mlp"] == {"a": 0, "b": 0} and "per_neuron" not in d["fourier"]["neurons"]
+    assert [r["name"] for r in d["representation"]] == ["resid_post.0"]
+    assert "No MLP neurons (attention-only models)." in rep.summary
+    # no key frequencies and no W_L: the frequency table lists the 5 largest W_E norms
+    norms = arr(d["fourier"]["embed"]["norms"]["b"])[1:]
+    freq_rows = [int(line.split("|")[1]) for line in rep.to_markdown().splitlines() if re.match(r"\| \d+ \|", line)]
+    assert freq_rows == sorted((np.argsort(-norms, kind="stable")[:5] + 1).tolist())
 
 
 # ---------------------------------------------------------------- CLI
