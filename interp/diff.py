@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.cli import UsageError
 from interp.store import DEFAULT_ROOT, Run, StoreError
 
 SCHEMA_VERSION = 1
@@ -74,12 +75,6 @@ BEHAVIOUR_METRICS = (
 BOTH_WRONG, BOTH_RIGHT, WRONG_TO_RIGHT, RIGHT_TO_WRONG, INVALID = 0, 1, 2, 3, -1
 
 
-def _usage_error(msg: str) -> Exception:
-    from interp.cli import UsageError
-
-    return UsageError(msg)
-
-
 # ====================================================================== checkpoints
 @dataclass(frozen=True, eq=False)
 class Checkpoint:
@@ -93,7 +88,7 @@ class Checkpoint:
         if not steps:
             raise StoreError(f"{self.run.path} has no checkpoints yet")
         if self.step not in steps:
-            raise _usage_error(f"{self.run.path} has no checkpoint at step {self.step} "
+            raise UsageError(f"{self.run.path} has no checkpoint at step {self.step} "
                                f"(nearest saved: {self.run.nearest_step(self.step)}; saved {steps[0]}..{steps[-1]})")
 
     @classmethod
@@ -106,7 +101,7 @@ class Checkpoint:
         or ``first`` / ``last``."""
         path, at, step = spec.rpartition("@")
         if not at or not path or not step:
-            raise _usage_error(f"bad checkpoint {spec!r}: expected RUN@STEP, e.g. checkpoints/demo@1000")
+            raise UsageError(f"bad checkpoint {spec!r}: expected RUN@STEP, e.g. checkpoints/demo@1000")
         run = open_run(path, root)
         return cls(run, parse_step(step, run))
 
@@ -133,9 +128,9 @@ def parse_step(text: str, run: Run) -> int:
     try:
         step = int(text)
     except ValueError:
-        raise _usage_error(f"bad step {text!r}: expected an integer, 'first' or 'last'") from None
+        raise UsageError(f"bad step {text!r}: expected an integer, 'first' or 'last'") from None
     if step < 0:
-        raise _usage_error(f"bad step {step}: steps are >= 0")
+        raise UsageError(f"bad step {step}: steps are >= 0")
     return step
 
 
@@ -145,16 +140,19 @@ def transition_steps(run: Run) -> tuple[int, int]:
     step, else the end of circuit formation), each snapped to the nearest saved checkpoint."""
     from probes import phases
 
-    ph = phases.detect(run)
+    try:
+        ph = phases.detect(run)
+    except ValueError as e:  # e.g. a run with no logged test loss yet
+        raise UsageError(f"{run.path}: cannot detect the phases: {e}") from None
     start = next((s for s in (ph.memorization_end, ph.circuit_start) if s is not None), None)
     end = next((s for s in (ph.cleanup_end, ph.grok_step, ph.circuit_end) if s is not None), None)
     if start is None or end is None:
         found = ", ".join(f"{k}={getattr(ph, k)}" for k in ("memorization_end", "circuit_start", "circuit_end",
                                                               "cleanup_end", "grok_step"))
-        raise _usage_error(f"{run.path}: no grokking transition detected ({found}); pick steps with --from/--to")
+        raise UsageError(f"{run.path}: no grokking transition detected ({found}); pick steps with --from/--to")
     a, b = run.nearest_step(start), run.nearest_step(end)
     if a >= b:
-        raise _usage_error(f"{run.path}: transition {start}->{end} snaps to one checkpoint ({a}); use --from/--to")
+        raise UsageError(f"{run.path}: transition {start}->{end} snaps to one checkpoint ({a}); use --from/--to")
     return a, b
 
 
@@ -283,18 +281,17 @@ def prediction_flips(logits_a: Tensor, logits_b: Tensor, task_a: Any, task_b: An
     p, valid = task_b.p, task_a.valid & task_b.valid
     right_a = (logits_a.argmax(-1) == task_a.labels) & valid
     right_b = (logits_b.argmax(-1) == task_b.labels) & valid
-    code = torch.full((p * p,), INVALID, dtype=torch.int64)
-    code[valid] = BOTH_WRONG
-    code[right_a & right_b] = BOTH_RIGHT
-    code[~right_a & right_b & valid] = WRONG_TO_RIGHT
-    code[right_a & ~right_b] = RIGHT_TO_WRONG
+    # (right_a, right_b) = (0,0) -> 0, (1,1) -> 1, (0,1) -> 2, (1,0) -> 3
+    code = torch.where(valid, right_a.long() + 2 * (right_a != right_b).long(), INVALID)
     splits = {"all": valid}
     if torch.equal(task_a.train_mask, task_b.train_mask):
         splits |= {"train": task_a.train_mask, "test": task_a.test_mask}
-    counts = {s: {"wrong_to_right": int((code[m] == WRONG_TO_RIGHT).sum()),
-                  "right_to_wrong": int((code[m] == RIGHT_TO_WRONG).sum()),
-                  "both_right": int((code[m] == BOTH_RIGHT).sum()),
-                  "both_wrong": int((code[m] == BOTH_WRONG).sum())} for s, m in splits.items()}
+    names = {BOTH_WRONG: "both_wrong", BOTH_RIGHT: "both_right", WRONG_TO_RIGHT: "wrong_to_right",
+             RIGHT_TO_WRONG: "right_to_wrong"}
+    counts = {}
+    for split, mask in splits.items():
+        n = torch.bincount(code[mask & valid], minlength=4).tolist()
+        counts[split] = {names[c]: n[c] for c in (WRONG_TO_RIGHT, RIGHT_TO_WRONG, BOTH_RIGHT, BOTH_WRONG)}
     return {"counts": counts, "map": code.view(p, p).tolist()}
 
 
@@ -628,20 +625,20 @@ def _checkpoints_from_args(args: argparse.Namespace) -> tuple[Checkpoint, Checkp
     steps_given = args.from_step is not None or args.to_step is not None
     if len(targets) == 2:
         if steps_given or args.transition:
-            raise _usage_error("with two RUN@STEP arguments, drop --from/--to/--transition")
+            raise UsageError("with two RUN@STEP arguments, drop --from/--to/--transition")
         return Checkpoint.parse(targets[0], root), Checkpoint.parse(targets[1], root)
     if len(targets) != 1:
-        raise _usage_error("expected RUN (with --from/--to or --transition) or RUN_A@STEP RUN_B@STEP")
+        raise UsageError("expected RUN (with --from/--to or --transition) or RUN_A@STEP RUN_B@STEP")
     if "@" in targets[0] and not Path(targets[0]).is_dir():
-        raise _usage_error(f"{targets[0]!r}: give a second RUN@STEP to compare with, or RUN --from A --to B")
+        raise UsageError(f"{targets[0]!r}: give a second RUN@STEP to compare with, or RUN --from A --to B")
     run = open_run(targets[0], root)
     if args.transition:
         if steps_given:
-            raise _usage_error("--transition picks the steps itself; drop --from/--to")
+            raise UsageError("--transition picks the steps itself; drop --from/--to")
         a, b = transition_steps(run)
         return Checkpoint(run, a), Checkpoint(run, b)
     if args.from_step is None or args.to_step is None:
-        raise _usage_error("give both --from STEP and --to STEP (or --transition)")
+        raise UsageError("give both --from STEP and --to STEP (or --transition)")
     return Checkpoint(run, parse_step(args.from_step, run)), Checkpoint(run, parse_step(args.to_step, run))
 
 
@@ -649,18 +646,22 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.top_k < 1:
-        raise _usage_error(f"--top-k: must be >= 1, got {args.top_k}")
+        raise UsageError(f"--top-k: must be >= 1, got {args.top_k}")
+    targets = [(Path(f), kind) for f, kind in ((args.html, "html"), (args.md, "md"), (args.json, "json")) if f]
+    for path, _ in targets:  # fail before the (slow) comparison
+        if not path.parent.is_dir():
+            raise UsageError(f"cannot write {path}: no directory {path.parent}")
     a, b = _checkpoints_from_args(args)
     report = compare(a, b, top_k=args.top_k)
-    outputs = {args.html: report.to_html, args.md: report.to_markdown, args.json: lambda: report.to_json(indent=1)}
-    written = [(Path(path), render) for path, render in outputs.items() if path]
-    if not written:
+    if not targets:
         sys.stdout.write(report.to_markdown())
         return 0
-    for path, render in written:
-        if path.parent and not path.parent.is_dir():
-            raise _usage_error(f"cannot write {path}: no directory {path.parent}")
-        path.write_text(render())
+    render = {"html": report.to_html, "md": report.to_markdown, "json": lambda: report.to_json(indent=1)}
+    for path, kind in targets:
+        try:
+            path.write_text(render[kind]())
+        except OSError as e:
+            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
         print(f"wrote {path}")
     return 0
 

@@ -271,6 +271,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     (["{run}@0", "{run}@10", "--from", "0"], "drop --from/--to/--transition"),
     (["{run}", "--transition", "--from", "0"], "drop --from/--to"),
     (["{run}", "--from", "0", "--to", "{last}", "--top-k", "0"], "--top-k"),
+    (["{run}", "--from", "0", "--to", "{last}", "--html", "{missing}/r.html"], "cannot write"),
 ])
 def test_cli_errors_exit_2_with_one_line(capsys, tiny_run, tmp_path, args, message):
     subst = {"run": str(tiny_run.path), "last": str(tiny_run.steps[-1]), "missing": str(tmp_path / "nope")}
