@@ -1,0 +1,54 @@
+"""``grokscope app``: start the Streamlit dashboard on localhost.
+
+    grokscope app                           # every run under checkpoints/
+    grokscope app checkpoints/demo --port 8600
+    grokscope app --root sweeps/
+
+The runs and root travel to ``apps/dashboard.py`` as script arguments after ``--``
+(the dashboard also reads ``GROKSCOPE_RUNS`` / ``GROKSCOPE_ROOT``, which the tests use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DASHBOARD = Path(__file__).with_name("dashboard.py")
+
+
+def streamlit_command(runs: list[str], root: str, port: int, address: str = "127.0.0.1") -> list[str]:
+    """The ``streamlit run`` command line that serves the dashboard (headless, bound to ``address``)."""
+    cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD),
+           "--server.address", address, "--server.port", str(port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--", "--root", root]
+    return cmd + [str(Path(r)) for r in runs]
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from interp.cli import UsageError
+
+    for run in args.runs:
+        if not Path(run).is_dir():
+            raise UsageError(f"no run directory at {run}; create one with `grokscope train --preset demo`")
+    if not args.runs and not Path(args.root).is_dir():
+        raise UsageError(f"no runs directory at {args.root}; create a run with `grokscope train --preset demo`")
+    cmd = streamlit_command(args.runs, args.root, args.port)
+    print(f"grokscope dashboard on http://127.0.0.1:{args.port}  (Ctrl-C stops it)", file=sys.stderr)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(DASHBOARD.parents[1]),
+                                                                    os.environ.get("PYTHONPATH")]))}
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("app", help="open the dashboard (Streamlit, localhost only)",
+                              description="Serve the grokscope dashboard on 127.0.0.1.")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="runs to show (default: every run under --root)")
+    p.add_argument("--root", default="checkpoints", help="where to look for runs (default checkpoints/)")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.set_defaults(func=_cmd_app)

@@ -1,0 +1,369 @@
+"""Cached data access for the dashboard: everything a page reads goes through here.
+
+Cache keys carry file signatures (mtime, size) of the files the value derives from,
+so a run that is still training shows its new checkpoints on the next rerun, and fresh
+probe results replace stale ones without clearing anything by hand:
+
+* ``manifest.json`` for steps, models and activations,
+* ``metrics.parquet`` for training curves,
+* every file under ``probes/`` for probe results.
+
+Small results use ``st.cache_data`` (copied on every read); models and large arrays use
+``st.cache_resource`` (shared; treat them as read-only).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from interp.store import Run, StoreError, grok_steps
+
+CREATE_HINT = "grokscope train --preset demo"
+Sig = tuple
+
+
+# ------------------------------------------------------------------ signatures
+def file_sig(path: Path) -> tuple[int, int]:
+    """(mtime_ns, size) of ``path``, (0, -1) when it does not exist."""
+    try:
+        s = path.stat()
+    except OSError:
+        return (0, -1)
+    return (s.st_mtime_ns, s.st_size)
+
+
+def dir_sig(path: Path) -> Sig:
+    """Signature of every file directly under ``path`` (names, mtimes, sizes)."""
+    try:
+        with os.scandir(path) as it:
+            entries = [(e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in it
+                       if e.is_file() and not e.name.startswith(".")]
+    except OSError:
+        return ()
+    return tuple(sorted(entries))
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """A run directory and the signatures of the files cached values derive from."""
+
+    path: str
+    manifest: Sig
+    metrics: Sig
+    meta: Sig
+    probes: Sig
+
+    @classmethod
+    def of(cls, path: str | Path) -> RunKey:
+        p = Path(path)
+        return cls(str(p), file_sig(p / "manifest.json"), file_sig(p / "metrics.parquet"),
+                   file_sig(p / "run.json"), dir_sig(p / "probes"))
+
+
+# ------------------------------------------------------------------ runs
+@st.cache_data(ttl=5, show_spinner=False)
+def discover(root: str, explicit: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Run directories to offer (the explicit ones, else every run under ``root``) and
+    one message per directory that could not be opened."""
+    paths, errors = [], []
+    if explicit:
+        for raw in explicit:
+            try:
+                paths.append(str(Run.open(raw).path))
+            except StoreError as e:
+                errors.append(str(e))
+        return paths, errors
+    if not Path(root).is_dir():
+        return [], [f"no runs directory at {root}; create a run with `{CREATE_HINT}`"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = Run.list(root)
+    errors = [str(w.message) for w in caught]
+    return [str(r.path) for r in runs], errors
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def open_run(path: str, meta: Sig) -> Run:
+    return Run.open(path)
+
+
+def run_of(key: RunKey) -> Run:
+    return open_run(key.path, key.meta)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def steps(path: str, manifest: Sig) -> list[int]:
+    return Run.open(path).steps
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def summary(path: str, meta: Sig, metrics: Sig, manifest: Sig) -> dict:
+    return Run.open(path).summary()
+
+
+def run_label(path: str, root: str | None = None) -> str:
+    p = Path(path)
+    if root:
+        try:
+            return str(p.resolve().relative_to(Path(root).resolve()))
+        except ValueError:
+            pass
+    return p.name
+
+
+# ------------------------------------------------------------------ metrics
+@st.cache_resource(max_entries=16, show_spinner=False)
+def metrics(path: str, sig: Sig) -> pd.DataFrame:
+    """The run's metrics table (shared: do not modify)."""
+    return Run.open(path).metrics
+
+
+def downsample_index(n: int, max_points: int) -> np.ndarray:
+    """At most ``max_points`` row indices out of ``n``: half evenly spaced, half log-spaced
+    (dense early, where training changes fastest), always including the first and last."""
+    if n <= max_points:
+        return np.arange(n)
+    half = max_points // 2
+    lin = np.linspace(0, n - 1, half)
+    log = np.geomspace(1, n, max_points - half) - 1
+    return np.unique(np.concatenate([lin, log, [0, n - 1]]).round().astype(int))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def metric_series(path: str, sig: Sig, column: str, max_points: int = 2000) -> pd.DataFrame:
+    """(step, value) rows of one metrics column, NaNs dropped, downsampled to ``max_points``."""
+    df = metrics(path, sig)
+    if column not in df:
+        return pd.DataFrame({"step": [], "value": []})
+    s = df[["step", column]].dropna()
+    s = s.iloc[downsample_index(len(s), max_points)]
+    return pd.DataFrame({"step": s["step"].to_numpy(), "value": s[column].to_numpy(dtype=float)})
+
+
+# ------------------------------------------------------------------ probes
+PROBE_MODULES = ("probes.fourier", "probes.progress", "probes.attention")
+
+
+def probes_module():
+    """The probes API (``probes.run``, ``load``, ``load_arrays``, ``status``): from ``probes``
+    itself, or from ``probes.runner`` while the package does not re-export it."""
+    import probes
+
+    for name in PROBE_MODULES:  # register the built-in probes even if the package does not import them
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    if hasattr(probes, "load_arrays"):
+        return probes
+    try:
+        return importlib.import_module("probes.runner")
+    except ImportError:
+        return probes
+
+
+def has_probes_api() -> bool:
+    p = probes_module()
+    return all(hasattr(p, name) for name in ("run", "load", "load_arrays", "status"))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def probe_status(path: str, manifest: Sig, probes_sig: Sig) -> dict | None:
+    """``probes.status(run)``: which (probe, step) pairs are missing; None without the probes API."""
+    if not has_probes_api():
+        return None
+    return probes_module().status(Run.open(path))
+
+
+def compute_probes(path: str, on_progress=None, chunks: int = 20) -> int:
+    """Compute the missing default probes of a run, ``chunks`` batches of checkpoints at a time,
+    calling ``on_progress(done, total)`` after each batch. Returns the number of checkpoints measured."""
+    api = probes_module()
+    run = Run.open(path)
+    st_ = api.status(run)
+    todo = sorted({s for p in st_["probes"].values() for s in p["missing"]})
+    size = max(1, -(-len(todo) // chunks))
+    for i in range(0, len(todo), size):
+        api.run(run, steps=todo[i:i + size], progress=False)
+        if on_progress is not None:
+            on_progress(min(i + size, len(todo)), len(todo))
+    return len(todo)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def probe_scalars(path: str, sig: Sig) -> pd.DataFrame:
+    """Probe scalars, wide: one row per step, one column per ``probe/name``."""
+    if not has_probes_api() or not sig:
+        return pd.DataFrame()
+    try:
+        df = probes_module().load(Run.open(path))
+    except (FileNotFoundError, StoreError, KeyError):
+        return pd.DataFrame()
+    if df is None or not len(df):
+        return pd.DataFrame()
+    df = df.assign(col=df["probe"] + "/" + df["name"])
+    wide = df.pivot_table(index="step", columns="col", values="value", aggfunc="last")
+    return wide.sort_index()
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def probe_arrays(path: str, probe: str, sig: Sig) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """``probes.load_arrays`` as NumPy (shared: do not modify); None when not computed."""
+    if not has_probes_api() or not sig:
+        return None
+    try:
+        got = probes_module().load_arrays(Run.open(path), probe)
+    except (FileNotFoundError, StoreError, KeyError):
+        return None
+    if got is None:
+        return None
+    step_arr, arrays = got
+    if not len(step_arr) or not arrays:
+        return None
+    return np.asarray(step_arr, dtype=np.int64), {k: _np(v) for k, v in arrays.items()}
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def at_step(steps_arr: np.ndarray, step: int) -> int:
+    """Row index of the probe step nearest to ``step``."""
+    return int(np.argmin(np.abs(steps_arr - step)))
+
+
+PHASE_FIELDS = ("memorization_end", "circuit_start", "circuit_end", "cleanup_end", "grok_step")
+
+
+@dataclass(frozen=True)
+class Phases:
+    memorization_end: int | None = None
+    circuit_start: int | None = None
+    circuit_end: int | None = None
+    cleanup_end: int | None = None
+    grok_step: int | None = None
+    source: str = "metrics"
+    rule: str = ""
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(label, start, end) of each phase whose bounds are known."""
+        b = [("memorization", 0, self.memorization_end), ("circuit formation", self.circuit_start, self.circuit_end),
+             ("cleanup", self.circuit_end, self.cleanup_end)]
+        return [(name, int(lo), int(hi)) for name, lo, hi in b if lo is not None and hi is not None and hi > lo]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def phases(path: str, metrics_sig: Sig, probes_sig: Sig) -> Phases:
+    """``probes.phases.detect(run)`` when available, else the memorization and grokking steps
+    from the metrics (``interp.store.grok_steps``)."""
+    run = Run.open(path)
+    note = ""
+    try:
+        ph = importlib.import_module("probes.phases").detect(run)
+        vals = {f: (None if getattr(ph, f, None) is None else int(getattr(ph, f))) for f in PHASE_FIELDS}
+        return Phases(**vals, source="probes.phases", rule=str(getattr(ph, "rule", "")))
+    except ImportError:
+        pass
+    except (StoreError, ValueError, KeyError, IndexError) as e:
+        note = f" (probes.phases failed: {e})"
+    g = grok_steps(run.metrics)
+    return Phases(memorization_end=g["memorized_step"], grok_step=g["grokked_step"], source="metrics" + note)
+
+
+# ------------------------------------------------------------------ models and activations
+@st.cache_resource(max_entries=8, show_spinner="Loading checkpoint…")
+def model_at(path: str, step: int, manifest: Sig):
+    return Run.open(path).model_at(step)
+
+
+def _grid(path: str, step: int, manifest: Sig, mlp: bool) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    model = model_at(path, step, manifest)
+    task = Run.open(path).task
+    with torch.no_grad():
+        if model.cfg.n_layers == 1:
+            pattern, post = readout_forward(model, task.inputs, mlp=mlp)
+        else:
+            pattern, post = _readout_from_cache(model, task.inputs)
+    return pattern, post, task.p
+
+
+@st.cache_resource(max_entries=64, show_spinner="Running the model over the p×p grid…")
+def attention_patterns(path: str, step: int, manifest: Sig) -> np.ndarray:
+    """[L, H, 3, p, p] attention from the ``=`` query to keys a, b, ``=`` at ``step``, indexed by (a, b)
+    (about 0.6 MB for p = 113 and 4 heads, so many steps stay cached)."""
+    pattern, _, p = _grid(path, step, manifest, mlp=False)
+    return pattern.reshape(*pattern.shape[:3], p, p).float().numpy()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Running the model over the p×p grid…")
+def mlp_acts(path: str, step: int, manifest: Sig) -> np.ndarray | None:
+    """[p, p, d_mlp] last-layer MLP activations at ``=`` at ``step`` (None for attention-only models)."""
+    _, post, p = _grid(path, step, manifest, mlp=True)
+    return None if post is None else post.reshape(p, p, -1).float().numpy()
+
+
+def readout_forward(model, tokens: torch.Tensor, mlp: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One-layer models: the attention pattern of the ``=`` query [1, H, 3, N] and the MLP
+    activations at ``=`` [N, d_mlp] (None when ``mlp`` is False or the model has no MLP), computing
+    the block at the last position only (the MLP at positions a and b, which the full forward also
+    runs, is most of its cost). Equal to the corresponding entries of ``model.run_with_cache(tokens)``
+    (tested)."""
+    block, attn = model.blocks[0], model.blocks[0].attn
+    resid = model.embed(tokens) + model.pos_embed(tokens)  # [N, 3, d]
+    x = block.ln1_(resid)
+    q = attn._proj(x[:, -1], "Q")  # [N, H, e]
+    k, v = attn._proj(x, "K"), attn._proj(x, "V")  # [N, 3, H, e]
+    pattern = (torch.einsum("nhe,nkhe->nhk", q, k) / math.sqrt(model.cfg.d_head)).softmax(-1)  # [N, H, 3]
+    if model.cfg.attn_only or not mlp:
+        return pattern.permute(1, 2, 0)[None], None
+    z = torch.einsum("nhk,nkhe->nhe", pattern, v)
+    resid_mid = resid[:, -1] + attn._out(z)
+    mlp = block.mlp
+    pre = block.ln2_(resid_mid) @ mlp.W_in
+    if model.cfg.mlp_bias:
+        pre = pre + mlp.b_in
+    return pattern.permute(1, 2, 0)[None], mlp.act(pre)
+
+
+def _readout_from_cache(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Deeper models: the same from ``run_with_cache`` (every position of every layer)."""
+    n_layers = model.cfg.n_layers
+    want = lambda name: name.endswith("attn.hook_pattern") or name == f"blocks.{n_layers - 1}.mlp.hook_post"
+    _, cache = model.run_with_cache(tokens, names_filter=want)
+    pattern = torch.stack([cache["pattern", layer][:, :, -1, :].permute(1, 2, 0) for layer in range(n_layers)])
+    post = None if model.cfg.attn_only else cache["post", n_layers - 1][:, -1, :]
+    return pattern, post
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def param_changes(path: str, a: int, b: int, manifest: Sig) -> pd.DataFrame:
+    """Per-parameter change between checkpoints ``a`` and ``b``: norms, ‖ΔW‖,
+    relative change ‖ΔW‖/‖W_a‖ and cosine similarity of the flattened tensors."""
+    run = Run.open(path)
+    sa, sb = run.state_dict_at(a), run.state_dict_at(b)
+    rows = []
+    for name, wa in sa.items():
+        wb = sb[name]
+        xa, xb = wa.double().flatten(), wb.double().flatten()
+        na, nb, nd = xa.norm().item(), xb.norm().item(), (xb - xa).norm().item()
+        cos = (xa @ xb).item() / (na * nb) if na > 0 and nb > 0 else float("nan")
+        rows.append({"parameter": name, "shape": "×".join(map(str, wa.shape)), "‖W_a‖": na, "‖W_b‖": nb,
+                     "‖ΔW‖": nd, "relative change": nd / na if na > 0 else float("nan"), "cosine": cos})
+    return pd.DataFrame(rows)
+
+
+def clear_all() -> None:
+    st.cache_data.clear()
+    st.cache_resource.clear()

@@ -1,0 +1,212 @@
+"""Fourier: how the run's weights and neurons move into a few key frequencies of Z_p.
+
+Reads the ``fourier.*`` probes (docs/probes.md); the 2D spectrum of one neuron is computed on
+demand from the checkpoint (``probes.fourier.neuron_spectrum``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from apps import data, plots, ui
+from apps.state import Ctx, context
+from probes.registry import DEFAULT_PARAMS
+
+FREQ_AXIS = "frequency k (w_k = 2πk/p)"
+
+
+def _row(ctx: Ctx, steps_arr: np.ndarray) -> int:
+    """Row of the probe arrays for the selected step (the nearest measured one)."""
+    i = data.at_step(steps_arr, ctx.step)
+    if int(steps_arr[i]) != ctx.step:
+        st.caption(f"No probe results at step {ctx.step}; showing the nearest measured step {int(steps_arr[i])}.")
+    return i
+
+
+def embed_heatmap(ctx: Ctx) -> go.Figure | None:
+    got = ui.arrays(ctx, "fourier.embed")
+    if got is None:
+        return None
+    steps_arr, arr = got
+    norms = arr["norms"][:, 1:]  # [n_steps, K]
+    fig = plots.heatmap(norms.T, steps_arr.tolist(), list(range(1, norms.shape[1] + 1)),
+                        title="W_E norm per frequency", x_title="training step", y_title=FREQ_AXIS,
+                        colorbar="‖W_E proj‖", log_color=plots.spans_decades(norms, 1.5), height=420)
+    return plots.mark_step(fig, ctx.step)
+
+
+def key_freq_timeline(ctx: Ctx) -> go.Figure | None:
+    got = ui.arrays(ctx, "fourier.key_freqs")
+    if got is None:
+        return None
+    steps_arr, arr = got
+    is_key = arr["is_key"][:, 1:]
+    fig = plots.heatmap(is_key.T, steps_arr.tolist(), list(range(1, is_key.shape[1] + 1)),
+                        title="Key frequencies over training", x_title="training step", y_title=FREQ_AXIS,
+                        colorbar="key (1) / not (0)", colorscale=[[0, "#f4f4f4"], [1, "#1f4e9c"]], height=420,
+                        zmin=0, zmax=1, showscale=False)
+    return plots.mark_step(fig, ctx.step)
+
+
+def gini_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
+    series = {label: s for label, col in [("W_E", "fourier.embed/gini"), ("W_L = W_out·W_U", "fourier.logit_map/gini"),
+                                          ("W_U", "fourier.unembed/gini")]
+              if (s := ui.scalar(ctx, col)) is not None}
+    if not series:
+        return None
+    fig = ui.time_plot(ctx, "Sparsity in the Fourier basis", "Gini coefficient (0..1)",
+                       series, log_y=False, phases=phases)
+    return fig.update_yaxes(range=[0, 1])
+
+
+def clusters(ctx: Ctx) -> tuple[go.Figure, go.Figure, dict] | None:
+    got = ui.arrays(ctx, "fourier.neurons")
+    if got is None:
+        return None
+    steps_arr, arr = got
+    i = _row(ctx, steps_arr)
+    sizes = arr["cluster_sizes"][i, 1:]
+    key = _key_mask(ctx, steps_arr[i], len(sizes))
+    fig = plots.bar(list(range(1, len(sizes) + 1)), sizes, title=f"Neurons per frequency cluster (step {ctx.step})",
+                    x_title=FREQ_AXIS, y_title="neurons (FVE ≥ threshold)")
+    fig.update_traces(marker_color=np.where(key, "#1f4e9c", "#9aa5b1").tolist())
+    fve = arr["dominant_fve"][i]
+    hist = go.Figure(go.Histogram(x=fve.astype(np.float64), xbins={"start": 0, "end": 1.0001, "size": 0.05}))
+    thr = DEFAULT_PARAMS["fve_threshold"]
+    hist.add_vline(x=thr, line={"dash": "dash", "color": "red"}, annotation_text=f"threshold {thr}")
+    hist.update_layout(title="Fraction of variance explained by each neuron's top frequency", height=plots.HEIGHT,
+                       margin={"l": 60, "r": 20, "t": 50, "b": 50}, bargap=0.05)
+    hist.update_xaxes(title_text="FVE of the dominant frequency", range=[0, 1])
+    hist.update_yaxes(title_text="neurons")
+    stats = {"dominant_fve": fve, "dominant_freq": arr["dominant_freq"][i]}
+    return fig, hist, stats
+
+
+def _key_mask(ctx: Ctx, step: int, n: int) -> np.ndarray:
+    got = ui.arrays(ctx, "fourier.key_freqs")
+    if got is None:
+        return np.zeros(n, dtype=bool)
+    s, arr = got
+    return arr["is_key"][data.at_step(s, int(step)), 1:] > 0.5
+
+
+def neuron_section(ctx: Ctx, stats: dict | None) -> None:
+    st.subheader("One neuron")
+    post = ui.mlp_acts(ctx, ctx.step)  # [p, p, d_mlp]
+    if post is None:
+        if ctx.run.train_config.attn_only:
+            st.info("This model has no MLP (attention-only), so there are no neurons to show.")
+        return
+    d_mlp, p = post.shape[-1], post.shape[0]
+    default = int(np.nanargmax(stats["dominant_fve"])) if stats is not None else 0
+    c1, c2 = st.columns([1, 3])
+    n = int(c1.number_input("neuron", min_value=0, max_value=d_mlp - 1, value=default, step=1, key="fourier_neuron",
+                            help=f"0..{d_mlp - 1}; defaults to the neuron best explained by one frequency"))
+    if stats is not None:
+        c2.caption(f"dominant frequency {int(stats['dominant_freq'][n])}, "
+                   f"FVE {float(stats['dominant_fve'][n]):.3f} (from the fourier.neurons probe)")
+    acts_fig, spec_fig = neuron_figures(post[:, :, n], p, n, ctx.step)
+    c3, c4 = st.columns(2)
+    with c3:
+        ui.chart(acts_fig, "fourier_neuron_acts")
+    with c4:
+        ui.chart(spec_fig, "fourier_neuron_spectrum")
+
+
+def neuron_figures(acts: np.ndarray, p: int, n: int, step: int) -> tuple[go.Figure, go.Figure]:
+    """The neuron's activation over (a, b) and the 2D Fourier spectrum of its centred activation
+    (``probes.fourier.neuron_spectrum``: squared coefficients on basis(a) ⊗ basis(b))."""
+    import torch
+
+    from probes.fourier import basis_labels, neuron_spectrum
+
+    centred = np.asarray(acts, dtype=np.float64) - float(np.mean(acts))
+    spec = neuron_spectrum(torch.from_numpy(centred)).numpy()
+    acts_fig = plots.heatmap(acts, list(range(p)), list(range(p)), title=f"Neuron {n} activation (step {step})",
+                             x_title="b (second operand)", y_title="a (first operand)", colorbar="activation",
+                             height=460)
+    labels = basis_labels(p)
+    spec_fig = plots.heatmap(spec, labels, labels, title=f"Neuron {n}: 2D Fourier spectrum of the centred activation",
+                             x_title="basis function of b", y_title="basis function of a", colorbar="coef²",
+                             colorscale="Blues", height=460)
+    return acts_fig, spec_fig
+
+
+def logits_section(ctx: Ctx, phases: data.Phases) -> None:
+    got = ui.arrays(ctx, "fourier.logits")
+    c1, c2 = st.columns(2)
+    if got is None:
+        c1.info("No `fourier.logits` results: compute the probes to see the logit coefficients.")
+    else:
+        steps_arr, arr = got
+        i = _row(ctx, steps_arr)
+        coef = arr["coef"][i, 1:]
+        fig = plots.bar(list(range(1, len(coef) + 1)), coef, title=f"Logits ≈ Σ α_k cos(w_k(a+b−c)) (step {ctx.step})",
+                        x_title=FREQ_AXIS, y_title="coefficient α_k (logit units)")
+        with c1:
+            ui.chart(fig, "fourier_logit_coef")
+    series = {label: s for label, col in [("key frequencies", "fourier.logits/fve_key"),
+                                          ("all frequencies", "fourier.logits/fve_all")]
+              if (s := ui.scalar(ctx, col)) is not None}
+    if series:
+        fig = ui.time_plot(ctx, "Logit variance explained by cos(w_k(a+b−c))", "fraction of variance", series,
+                           log_y=False, phases=phases)
+        with c2:
+            ui.chart(fig.update_yaxes(range=[0, 1.02]), "fourier_logit_fve")
+
+
+def clock_pizza(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
+    series = {label: s for label, col in [("gradient symmetricity", "fourier.clock_pizza/gradient_symmetricity"),
+                                          ("distance irrelevance", "fourier.clock_pizza/distance_irrelevance")]
+              if (s := ui.scalar(ctx, col)) is not None}
+    if not series:
+        return None
+    return ui.time_plot(ctx, "Clock vs Pizza (Zhong et al. 2023)", "measure (0..1)", series, log_y=False,
+                        phases=phases).update_yaxes(range=[0, 1.02])
+
+
+def render() -> None:
+    ctx = context()
+    ui.header("Fourier", ctx, "frequencies of Z_p in weights, neurons and logits")
+    if not ui.need_probes(ctx, ["fourier.embed", "fourier.neurons"], "The Fourier page"):
+        return
+    phases = ui.phases(ctx)
+    c1, c2 = st.columns(2)
+    for col, fig, key in [(c1, embed_heatmap(ctx), "fourier_embed_heatmap"),
+                          (c2, key_freq_timeline(ctx), "fourier_key_freqs")]:
+        with col:
+            if fig is None:
+                st.info(f"No results for `{key}` yet.")
+            else:
+                ui.chart(fig, key)
+    c3, c4 = st.columns(2)
+    with c3:
+        fig = gini_plot(ctx, phases)
+        if fig is None:
+            st.info("No Gini results yet.")
+        else:
+            ui.chart(fig, "fourier_gini")
+    with c4:
+        fig = clock_pizza(ctx, phases)
+        if fig is None:
+            st.info("No `fourier.clock_pizza` results: compute the probes to see Clock vs Pizza.")
+        else:
+            ui.chart(fig, "fourier_clock_pizza")
+    st.subheader(f"Neuron clusters at step {ctx.step}")
+    got = clusters(ctx)
+    stats = None
+    if got is not None:
+        bar_fig, hist, stats = got
+        c5, c6 = st.columns(2)
+        with c5:
+            ui.chart(bar_fig, "fourier_clusters")
+        with c6:
+            ui.chart(hist, "fourier_fve_hist")
+    neuron_section(ctx, stats)
+    st.subheader("Logits")
+    logits_section(ctx, phases)
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,116 @@
+"""Progress measures (Nanda et al. 2023): restricted and excluded loss in both conventions,
+the sum of squared weights (total and per parameter), with the transition shaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from apps import data, plots, ui
+from apps.state import Ctx, context
+
+CONVENTIONS = {
+    "logit": ("Logit convention", "logits projected onto (restricted) / off (excluded) the key-frequency "
+              "directions cos/sin(w_k(a+b)) over the grid, train split"),
+    "act": ("Activation convention", "the same on the MLP activations before the unembedding, train split"),
+}
+
+
+def loss_series(ctx: Ctx, conv: str) -> dict[str, pd.Series]:
+    cols = [("train loss", "progress.loss/train_loss"), ("test loss", "progress.loss/test_loss"),
+            ("restricted loss", f"progress.restricted/{conv}.restricted_loss"),
+            ("excluded loss", f"progress.restricted/{conv}.excluded_loss")]
+    return {label: s for label, col in cols if (s := ui.scalar(ctx, col)) is not None}
+
+
+def loss_plot(ctx: Ctx, conv: str, phases: data.Phases) -> go.Figure | None:
+    series = loss_series(ctx, conv)
+    if not any(k.startswith(("restricted", "excluded")) for k in series):
+        return None
+    title, _ = CONVENTIONS[conv]
+    return ui.time_plot(ctx, f"Restricted / excluded loss — {title.lower()}", "cross-entropy loss (nats)", series,
+                        log_y=True, phases=phases)
+
+
+def weight_plots(ctx: Ctx, phases: data.Phases) -> tuple[go.Figure | None, go.Figure | None]:
+    total = ui.scalar(ctx, "progress.weights/ssq_total")
+    df = data.probe_scalars(ctx.path, ctx.key.probes)
+    per = {c.split("/ssq.", 1)[1]: df[c].dropna() for c in df.columns if c.startswith("progress.weights/ssq.")}
+    fig_total = None if total is None else ui.time_plot(
+        ctx, "Total sum of squared weights", "Σ θ² (all parameters)", {"Σθ²": total}, log_y=False, phases=phases)
+    fig_per = None if not per else ui.time_plot(
+        ctx, "Sum of squared weights per parameter", "Σ θ² of the parameter", per, log_y=None, phases=phases)
+    return fig_total, fig_per
+
+
+def excluded_per_freq(ctx: Ctx) -> go.Figure | None:
+    got = ui.arrays(ctx, "progress.restricted")
+    if got is None or "logit.excluded_loss_per_freq" not in got[1]:
+        return None
+    steps_arr, arr = got
+    i = data.at_step(steps_arr, ctx.step)
+    vals = arr["logit.excluded_loss_per_freq"][i]
+    ks = np.nonzero(np.isfinite(vals))[0]
+    if not len(ks):
+        return None
+    return plots.bar([str(k) for k in ks], vals[ks], title=f"Excluded loss removing one key frequency "
+                     f"(step {int(steps_arr[i])})", x_title="key frequency k removed",
+                     y_title="train loss (nats), logit convention", log_y=plots.spans_decades(vals[ks]))
+
+
+def li2_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
+    series = {label: s for label, col in [("‖∂L/∂F‖ hidden", "li2/grad_norm_hidden"),
+                                          ("energy share of key neurons", "li2/energy_key_share")]
+              if (s := ui.scalar(ctx, col)) is not None}
+    if not series:
+        return None
+    return ui.time_plot(ctx, "Li² signals (Tian 2025)", "value (gradient norm; share 0..1)", series, log_y=None,
+                        phases=phases)
+
+
+def transition_caption(phases: data.Phases) -> str:
+    parts = [f"{label}: steps {lo}–{hi}" for label, lo, hi in phases.spans()]
+    if phases.grok_step is not None:
+        parts.append(f"grokking step {phases.grok_step}")
+    return " · ".join(parts) if parts else "no phases detected yet"
+
+
+def render() -> None:
+    ctx = context()
+    ui.header("Progress measures", ctx, "restricted / excluded loss and weight norm (Nanda et al. 2023)")
+    if not ui.need_probes(ctx, ["progress.restricted", "progress.weights", "progress.loss"], "The progress page"):
+        return
+    phases = ui.phases(ctx)
+    st.caption(f"Shaded: {transition_caption(phases)} ({phases.source}).")
+    c1, c2 = st.columns(2)
+    for col, conv in [(c1, "logit"), (c2, "act")]:
+        with col:
+            fig = loss_plot(ctx, conv, phases)
+            if fig is None:
+                st.info(f"No {CONVENTIONS[conv][0].lower()} results yet.")
+                continue
+            ui.chart(fig, f"progress_{conv}")
+            st.caption(CONVENTIONS[conv][1])
+    fig_total, fig_per = weight_plots(ctx, phases)
+    c3, c4 = st.columns(2)
+    with c3:
+        if fig_total is not None:
+            ui.chart(fig_total, "progress_ssq_total")
+    with c4:
+        if fig_per is not None:
+            ui.chart(fig_per, "progress_ssq_params")
+    c5, c6 = st.columns(2)
+    with c5:
+        fig = excluded_per_freq(ctx)
+        if fig is not None:
+            ui.chart(fig, "progress_excluded_per_freq")
+    with c6:
+        fig = li2_plot(ctx, phases)
+        if fig is not None:
+            ui.chart(fig, "progress_li2")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,135 @@
+"""Page building blocks: charts, the 'compute probes' offer, guarded checkpoint access."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from apps import data, plots
+from apps.state import Ctx, mark_corrupt
+from interp.store import CorruptCheckpointError, StoreError
+
+PLOTLY_CONFIG = {"displaylogo": False}
+
+
+def chart(fig: go.Figure, key: str) -> None:
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+
+
+def header(title: str, ctx: Ctx, caption: str) -> None:
+    st.title(title)
+    st.caption(f"{ctx.label(ctx.path)} · step {ctx.step} · {caption}")
+
+
+# ------------------------------------------------------------------ probes
+def missing_probes(ctx: Ctx, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` with no cached results at all for this run."""
+    scal = data.probe_scalars(ctx.path, ctx.key.probes)
+    out = []
+    for name in names:
+        arrays = data.probe_arrays(ctx.path, name, ctx.key.probes)
+        has_scalars = len(scal.columns) and any(c.startswith(name + "/") for c in scal.columns)
+        if arrays is None and not has_scalars:
+            out.append(name)
+    return out
+
+
+def need_probes(ctx: Ctx, names: Iterable[str], what: str) -> bool:
+    """True when the probes ``names`` have results; otherwise explain and offer to compute them."""
+    names = list(names)
+    if not data.has_probes_api():
+        st.info(f"{what} needs the probe cache, and this installation has no probes runner yet "
+                "(`probes.run`). The plots from the training metrics still work.")
+        return False
+    missing = missing_probes(ctx, names)
+    if not missing:
+        stale_note(ctx)
+        return True
+    st.info(f"{what} reads probe results that this run does not have yet: {', '.join(missing)}.")
+    compute_button(ctx, key=f"compute_{'_'.join(names)}")
+    return False
+
+
+def stale_note(ctx: Ctx) -> None:
+    """A note (and the compute button) when some checkpoints have no probe results yet."""
+    status = data.probe_status(ctx.path, ctx.key.manifest, ctx.key.probes)
+    if not status or status.get("complete", True):
+        return
+    n_steps = len({s for p in status["probes"].values() for s in p["missing"]})
+    with st.expander(f"Probe results are missing for {n_steps} checkpoint(s)", expanded=False):
+        st.write("Plots show the checkpoints measured so far. New checkpoints of a run still "
+                 "training, or probes whose definition changed, appear after computing.")
+        compute_button(ctx, key="compute_stale")
+
+
+def compute_button(ctx: Ctx, key: str) -> None:
+    if not st.button("Compute probe results", key=key, type="primary",
+                     help="runs probes.run over the checkpoints that lack results (cached under RUN/probes/)"):
+        return
+    bar = st.progress(0.0, text="Measuring checkpoints…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Measured {done} of {total} checkpoints")
+
+    try:
+        n = data.compute_probes(ctx.path, progress)
+    except (StoreError, ValueError, RuntimeError) as e:
+        st.error(f"Computing probes failed: {e}")
+        return
+    bar.progress(1.0, text=f"Measured {n} checkpoints")
+    st.rerun()
+
+
+def scalar(ctx: Ctx, column: str) -> pd.Series | None:
+    """One probe scalar over the steps (index: step), or None."""
+    df = data.probe_scalars(ctx.path, ctx.key.probes)
+    if column not in df:
+        return None
+    return df[column].dropna()
+
+
+def arrays(ctx: Ctx, probe: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    return data.probe_arrays(ctx.path, probe, ctx.key.probes)
+
+
+def phases(ctx: Ctx) -> data.Phases:
+    return data.phases(ctx.path, ctx.key.metrics, ctx.key.probes)
+
+
+# ------------------------------------------------------------------ checkpoints
+def attention_patterns(ctx: Ctx, step: int) -> np.ndarray | None:
+    """[L, H, 3, p, p] readout attention at ``step``; a corrupt checkpoint is reported and skipped."""
+    return _guarded(data.attention_patterns, ctx, step)
+
+
+def mlp_acts(ctx: Ctx, step: int) -> np.ndarray | None:
+    """[p, p, d_mlp] MLP activations at ``=`` at ``step`` (None: attention-only or unreadable)."""
+    return _guarded(data.mlp_acts, ctx, step)
+
+
+def _guarded(fn, ctx: Ctx, step: int):
+    try:
+        return fn(ctx.path, step, ctx.key.manifest)
+    except CorruptCheckpointError as e:
+        mark_corrupt(ctx.path, step, e)
+    except StoreError as e:
+        st.error(str(e))
+    return None
+
+
+def time_plot(ctx: Ctx, title: str, y_title: str, series: dict[str, pd.Series], *, log_y: bool | None = None,
+              phases: data.Phases | None = None, mark: bool = True) -> go.Figure:
+    """Lines over steps (one per series, index = step), the phases and the selected step.
+    ``log_y=None`` picks a log axis when the values span two decades or more."""
+    if log_y is None:
+        log_y = plots.spans_decades(np.concatenate([s.to_numpy(dtype=float) for s in series.values()])
+                                    if series else [])
+    fig = plots.time_figure(title, y_title, log_y=log_y)
+    for name, s in series.items():
+        plots.add_line(fig, s.index.to_numpy(), s.to_numpy(dtype=float), name)
+    plots.shade_phases(fig, phases)
+    return plots.mark_step(fig, ctx.step) if mark else fig

@@ -1,0 +1,155 @@
+"""The dashboard in a real browser: ``streamlit run`` on a free localhost port, driven by Playwright
+with Debian's Chromium. Loads the overview, moves the step selector, switches to the Fourier and
+Attention pages, checks that the Plotly charts render and saves a screenshot of each page under
+``test-output/browser/`` (``$TEST_OUTPUT/browser`` if set).
+
+Needs ``chromium`` on the PATH (``apt-get install chromium``; Playwright's own browser download is
+not used). Skipped without it locally; under CI (``CI`` set) a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from apps import data
+from apps.cli import streamlit_command
+from interp import Run
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+PLOT = ".js-plotly-plot"
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        msg = "chromium is not installed (apt-get install -y chromium); the browser test needs it"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer on {url} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def probed_run(tiny_run_path, tmp_path_factory) -> Run:
+    dst = tmp_path_factory.mktemp("browser") / "tiny"
+    shutil.copytree(tiny_run_path, dst)
+    data.compute_probes(str(dst))
+    return Run.open(dst)
+
+
+@pytest.fixture(scope="module")
+def server(probed_run, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    cmd = streamlit_command([str(probed_run.path)], str(probed_run.path.parent), port)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.fixture(scope="module")
+def out_dir() -> Path:
+    d = Path(os.environ.get("TEST_OUTPUT", REPO / "test-output")) / "browser"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def wait_plots(page, n: int, timeout: float = 120_000) -> None:
+    page.wait_for_function(f"document.querySelectorAll('{PLOT} .main-svg').length >= {n}", timeout=timeout)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+
+
+def caption_step(page) -> int:
+    text = page.locator("[data-testid='stCaptionContainer']").first.inner_text()
+    return int(re.search(r"step (\d+)", text).group(1))
+
+
+def test_dashboard_in_chromium(server, probed_run, out_dir):
+    from playwright.sync_api import sync_playwright
+
+    steps = probed_run.steps
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 2400})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            page.goto(server)
+            wait_plots(page, 4)
+            assert page.get_by_role("heading", name="Overview").count() == 1
+            assert caption_step(page) == steps[-1]
+            assert page.locator(f"{PLOT} .main-svg path.js-line").count() >= 4  # the curves are drawn
+            page.screenshot(path=str(out_dir / "overview.png"))
+
+            # move the shared step selector one checkpoint left with the keyboard
+            page.get_by_role("slider").first.focus()
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_function(f"location.search.includes('step={steps[-2]}')", timeout=60_000)
+            wait_plots(page, 4)
+            assert caption_step(page) == steps[-2]
+
+            page.get_by_role("link", name="Fourier").click()
+            page.wait_for_url(re.compile(r"/fourier"), timeout=60_000)
+            page.get_by_role("heading", name="Fourier", exact=True).wait_for(timeout=60_000)
+            wait_plots(page, 8)
+            assert caption_step(page) == steps[-2]  # the step survives the page switch
+            assert f"step={steps[-2]}" in page.url
+            assert page.locator(f"{PLOT} .heatmaplayer image, {PLOT} .hm image").count() >= 2  # heatmaps render
+            page.screenshot(path=str(out_dir / "fourier.png"))
+
+            page.get_by_role("link", name="Attention").click()
+            page.wait_for_url(re.compile(r"/attention"), timeout=60_000)
+            page.get_by_role("heading", name="Attention", exact=True).wait_for(timeout=60_000)
+            wait_plots(page, 4)
+            assert caption_step(page) == steps[-2]
+            page.screenshot(path=str(out_dir / "attention.png"))
+            assert not errors, errors
+        finally:
+            browser.close()
+    for name in ("overview", "fourier", "attention"):
+        assert (out_dir / f"{name}.png").stat().st_size > 20_000

@@ -1,0 +1,516 @@
+"""Dashboard tests through Streamlit's AppTest: every page on a small trained run with its probes
+computed, checked against ``probes.load`` / ``probes.load_arrays`` / ``run.metrics``; the shared
+step selector and URL; bad input (no runs, corrupt checkpoint, unknown step, old format); the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+from apps import cli as app_cli
+from apps import data, state
+from interp import Run, train
+from interp.store import atomic_write_json, read_json
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "apps" / "dashboard.py"
+TIMEOUT = 180
+
+
+# ------------------------------------------------------------------ fixtures and helpers
+@pytest.fixture(scope="module")
+def probed_run(tiny_run_path, tmp_path_factory) -> Run:
+    """A copy of the tiny run with every default probe computed (once per module)."""
+    dst = tmp_path_factory.mktemp("dash") / "tiny"
+    shutil.copytree(tiny_run_path, dst)
+    n = data.compute_probes(str(dst))
+    assert n == len(Run.open(dst).steps)
+    return Run.open(dst)
+
+
+@pytest.fixture(autouse=True)
+def _clear_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def app(monkeypatch, *runs, root: Path | None = None, query: dict | None = None) -> AppTest:
+    monkeypatch.setenv("GROKSCOPE_RUNS", ":".join(str(getattr(r, "path", r)) for r in runs))
+    if root is not None:
+        monkeypatch.setenv("GROKSCOPE_ROOT", str(root))
+    at = AppTest.from_file(str(DASHBOARD), default_timeout=TIMEOUT)
+    at.query_params.update(query or {})
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    return ok(at.switch_page(f"page_{page}.py").run())
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """Plotly specs of the page by figure title."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        out[spec["layout"]["title"]["text"]] = spec
+    return out
+
+
+def chart(at: AppTest, prefix: str) -> dict:
+    found = [spec for title, spec in charts(at).items() if title.startswith(prefix)]
+    assert len(found) == 1, (prefix, list(charts(at)))
+    return found[0]
+
+
+def arr(v) -> np.ndarray:
+    """A Plotly data array: a plain list or a typed array {dtype, bdata, shape}."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        if "shape" in v:
+            a = a.reshape([int(x) for x in str(v["shape"]).split(",")])
+        return a.astype(np.float64)
+    return np.asarray(v, dtype=np.float64)
+
+
+def trace(spec: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    found = [t for t in spec["data"] if t.get("name") == name]
+    assert len(found) == 1, (name, [t.get("name") for t in spec["data"]])
+    return arr(found[0]["x"]), arr(found[0]["y"])
+
+
+def step_lines(spec: dict) -> list[float]:
+    return [s["x0"] for s in spec["layout"].get("shapes", []) if s.get("name") == "selected step"]
+
+
+def scalar(run: Run, probe: str, name: str):
+    import probes.runner as api
+
+    df = api.load(run)
+    df = df[(df["probe"] == probe) & (df["name"] == name)].sort_values("step")
+    return df["step"].to_numpy(), df["value"].to_numpy()
+
+
+def arrays(run: Run, probe: str):
+    import probes.runner as api
+
+    return api.load_arrays(run, probe)
+
+
+def frame(at: AppTest, column: str):
+    """The first dataframe shown with ``column``."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert found, [list(d.value.columns) for d in at.dataframe]
+    return found[0]
+
+
+def slider(at: AppTest):
+    return at.select_slider(key="step")
+
+
+# ------------------------------------------------------------------ overview
+def test_overview_curves_match_metrics(monkeypatch, probed_run):
+    at = ok(app(monkeypatch, probed_run))
+    run, steps = probed_run, probed_run.steps
+    assert [t.value for t in at.title] == ["Overview"]
+    assert slider(at).options == [str(s) for s in steps]
+    assert slider(at).value == steps[-1]
+    assert at.toggle(key="playing").value is False
+    assert at.query_params["step"] == str(steps[-1])
+    m = run.metrics
+    loss = chart(at, "Loss")
+    assert loss["layout"]["yaxis"]["type"] == "log"
+    x, y = trace(loss, "train loss")
+    np.testing.assert_array_equal(x, m["step"].to_numpy())
+    np.testing.assert_allclose(y, m["train_loss"].to_numpy(), rtol=1e-12)
+    tested = m.dropna(subset=["test_loss"])
+    x, y = trace(loss, "test loss")
+    np.testing.assert_array_equal(x, tested["step"].to_numpy())
+    np.testing.assert_allclose(y, tested["test_loss"].to_numpy(), rtol=1e-12)
+    x, y = trace(chart(at, "Accuracy"), "test accuracy")
+    np.testing.assert_allclose(y, tested["test_acc"].to_numpy())
+    for title in ("Loss", "Accuracy", "Total weight norm", "Gradient norm"):
+        assert step_lines(chart(at, title)) == [steps[-1]]
+    # the grokking step is marked and a phase is shaded
+    shapes = loss["layout"]["shapes"]
+    ph = data.phases(str(run.path), data.RunKey.of(run.path).metrics, data.RunKey.of(run.path).probes)
+    assert ph.grok_step is not None
+    assert [s["x0"] for s in shapes if s.get("name") == "grokking step"] == [ph.grok_step]
+    assert any(s.get("type") == "rect" for s in shapes)
+    # config table and the runs table
+    cfg = frame(at, "field")
+    assert dict(zip(cfg["field"], cfg["value"]))["p"] == "47"
+    runs = frame(at, "memorized at")
+    assert runs["checkpoints"].tolist() == [len(steps)]
+
+
+def test_step_change_moves_every_line(monkeypatch, probed_run):
+    at = ok(app(monkeypatch, probed_run))
+    step = probed_run.steps[len(probed_run.steps) // 2]
+    ok(slider(at).set_value(step).run())
+    assert at.query_params["step"] == str(step)
+    assert {t: step_lines(s) for t, s in charts(at).items()} == {t: [step] for t in charts(at)}
+    assert f"step {step}" in at.caption[0].value
+
+
+def test_url_step_snaps_to_nearest_saved(monkeypatch, probed_run):
+    steps = probed_run.steps
+    wanted = steps[5] + 1
+    assert wanted not in steps
+    nearest = min(steps, key=lambda s: (abs(s - wanted), s))
+    at = ok(app(monkeypatch, probed_run, query={"step": str(wanted)}))
+    assert slider(at).value == nearest
+    assert at.query_params["step"] == str(nearest)
+    assert any(f"step {wanted} is not a saved checkpoint" in i.value for i in at.sidebar.info)
+    at = ok(app(monkeypatch, probed_run, query={"step": "abc"}))
+    assert slider(at).value == steps[-1]
+
+
+def test_url_step_is_kept_across_page_switches(monkeypatch, probed_run):
+    step = probed_run.steps[20]
+    at = ok(app(monkeypatch, probed_run, query={"step": str(step)}))
+    for page in ("fourier", "progress", "attention", "compare", "overview"):
+        goto(at, page)
+        assert slider(at).value == step, page
+        assert at.query_params["step"] == str(step), page
+        assert all(step_lines(s) == [step] for t, s in charts(at).items() if "across runs" in t or "step" in
+                   json.dumps(s["layout"].get("xaxis", {}).get("title", {}))), page
+
+
+def test_prev_next_and_play(monkeypatch, probed_run):
+    steps = probed_run.steps
+    at = ok(app(monkeypatch, probed_run, query={"step": str(steps[-3])}))
+    ok(at.button(key="prev_step").click().run())
+    assert slider(at).value == steps[-4]
+    ok(at.button(key="next_step").click().run())
+    assert slider(at).value == steps[-3]
+    ok(at.select_slider(key="play_delay").set_value(0.25).run())
+    ok(at.toggle(key="playing").set_value(True).run())  # plays to the last checkpoint, then stops
+    assert slider(at).value == steps[-1]
+    assert at.toggle(key="playing").value is False
+    assert at.query_params["step"] == str(steps[-1])
+
+
+# ------------------------------------------------------------------ fourier
+def test_fourier_page_shows_probe_values(monkeypatch, probed_run):
+    run = probed_run
+    step = run.steps[40]
+    at = goto(app(monkeypatch, run, query={"step": str(step)}), "fourier")
+    assert [t.value for t in at.title] == ["Fourier"]
+    p_steps, emb = arrays(run, "fourier.embed")
+    heat = chart(at, "W_E norm per frequency")["data"][0]
+    z = arr(heat["customdata"]) if "customdata" in heat else arr(heat["z"])
+    np.testing.assert_allclose(z, emb["norms"][:, 1:].T, rtol=1e-6)
+    np.testing.assert_array_equal(arr(heat["x"]), p_steps)
+    _, keys = arrays(run, "fourier.key_freqs")
+    np.testing.assert_array_equal(arr(chart(at, "Key frequencies")["data"][0]["z"]), keys["is_key"][:, 1:].T)
+    gini = chart(at, "Sparsity in the Fourier basis")
+    for label, probe in [("W_E", "fourier.embed"), ("W_L = W_out·W_U", "fourier.logit_map")]:
+        s, v = scalar(run, probe, "gini")
+        x, y = trace(gini, label)
+        np.testing.assert_array_equal(x, s)
+        np.testing.assert_allclose(y, v)
+    i = list(p_steps).index(step)
+    _, neu = arrays(run, "fourier.neurons")
+    bars = chart(at, "Neurons per frequency cluster")["data"][0]
+    np.testing.assert_allclose(arr(bars["y"]), neu["cluster_sizes"][i, 1:])
+    hist = chart(at, "Fraction of variance explained")["data"][0]
+    np.testing.assert_allclose(arr(hist["x"]), neu["dominant_fve"][i], rtol=1e-6)
+    _, logits = arrays(run, "fourier.logits")
+    np.testing.assert_allclose(arr(chart(at, "Logits ≈")["data"][0]["y"]), logits["coef"][i, 1:], rtol=1e-6)
+    cp = chart(at, "Clock vs Pizza")
+    s, v = scalar(run, "fourier.clock_pizza", "gradient_symmetricity")
+    np.testing.assert_allclose(trace(cp, "gradient symmetricity")[1], v)
+    assert step_lines(cp) == [step]
+
+
+def test_fourier_neuron_spectrum_on_demand(monkeypatch, probed_run):
+    from probes.fourier import neuron_spectrum
+
+    run, step = probed_run, probed_run.steps[-1]
+    at = goto(app(monkeypatch, run), "fourier")
+    _, neu = arrays(run, "fourier.neurons")
+    best = int(np.argmax(neu["dominant_fve"][-1]))
+    assert at.number_input(key="fourier_neuron").value == best
+    ok(at.number_input(key="fourier_neuron").set_value(7).run())
+    model = run.model_at(step)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(run.task.inputs)
+    acts = cache["post", 0][:, -1, 7].reshape(47, 47)
+    heat = chart(at, "Neuron 7: 2D Fourier spectrum")["data"][0]
+    centred = acts.double() - acts.double().mean()
+    np.testing.assert_allclose(arr(heat["z"]), neuron_spectrum(centred).numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(arr(chart(at, "Neuron 7 activation")["data"][0]["z"]), acts.numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+# ------------------------------------------------------------------ progress
+def test_progress_page_shows_both_conventions(monkeypatch, probed_run):
+    run = probed_run
+    at = goto(app(monkeypatch, run), "progress")
+    for conv in ("logit", "act"):
+        spec = chart(at, f"Restricted / excluded loss — {'logit' if conv == 'logit' else 'activation'} convention")
+        assert spec["layout"]["yaxis"]["type"] == "log"
+        for label, name in [("restricted loss", f"{conv}.restricted_loss"), ("excluded loss", f"{conv}.excluded_loss")]:
+            s, v = scalar(run, "progress.restricted", name)
+            x, y = trace(spec, label)
+            np.testing.assert_array_equal(x, s)
+            np.testing.assert_allclose(y, v)
+        s, v = scalar(run, "progress.loss", "test_loss")
+        np.testing.assert_allclose(trace(spec, "test loss")[1], v)
+    s, v = scalar(run, "progress.weights", "ssq_total")
+    np.testing.assert_allclose(trace(chart(at, "Total sum of squared weights"), "Σθ²")[1], v)
+    s, v = scalar(run, "progress.weights", "ssq.embed.W_E")
+    np.testing.assert_allclose(trace(chart(at, "Sum of squared weights per parameter"), "embed.W_E")[1], v)
+    assert any("memorization" in c.value for c in at.caption)  # the transition is named
+
+
+# ------------------------------------------------------------------ attention
+def test_attention_patterns_and_series(monkeypatch, probed_run):
+    run = probed_run
+    step = run.steps[30]
+    at = goto(app(monkeypatch, run, query={"step": str(step)}), "attention")
+    spec = chart(at, "Layer 0: attention from `=`")
+    assert len(spec["data"]) == 4 * 3
+    with torch.no_grad():
+        _, cache = run.model_at(step).run_with_cache(run.task.inputs)
+    pattern = cache["pattern", 0][:, :, -1, :]  # [p², H, 3]
+    for tr in spec["data"]:
+        h, key = tr["name"].removeprefix("head ").split(" → ")
+        k = ["a", "b", "="].index(key)
+        np.testing.assert_allclose(arr(tr["z"]), pattern[:, int(h), k].reshape(47, 47).numpy(), atol=1e-6)
+    p_steps, sp = arrays(run, "attention.sparsity")
+    ent = chart(at, "Readout attention: entropy")
+    for h in range(4):
+        x, y = trace(ent, f"head {h}")
+        np.testing.assert_array_equal(x, p_steps)
+        np.testing.assert_allclose(y, sp["entropy"][:, 0, h, 2], rtol=1e-6)
+    ok(at.selectbox(key="attn_measure").set_value("eff_tokens").run())
+    np.testing.assert_allclose(trace(chart(at, "Readout attention: effective tokens"), "head 1")[1],
+                               sp["eff_tokens"][:, 0, 1, 2], rtol=1e-6)
+    _, v = scalar(run, "attention.sinks", "sink_rate")
+    np.testing.assert_allclose(trace(chart(at, "Sink rate"), "sink rate")[1], v)
+    _, sinks = arrays(run, "attention.sinks")
+    np.testing.assert_allclose(trace(chart(at, "Value drain"), "key =")[1],
+                               sinks["value_drain"][:, 0, :, 2].mean(1), rtol=1e-6)
+    np.testing.assert_allclose(trace(chart(at, "Share of readout attention"), "head 0")[1],
+                               sinks["eq_share"][:, 0, 0], rtol=1e-6)
+    assert step_lines(chart(at, "Sink rate")) == [step]
+
+
+# ------------------------------------------------------------------ diff
+def test_diff_defaults_to_the_transition(monkeypatch, probed_run):
+    from apps.page_diff import default_pair
+
+    run = probed_run
+    at = goto(app(monkeypatch, run), "diff")
+    a, b = at.select_slider(key="diff_range").value
+    key = data.RunKey.of(run.path)
+    ph = data.phases(str(run.path), key.metrics, key.probes)
+    ctx = state.Ctx(root="", runs=[str(run.path)], key=key, steps=run.steps, step=run.steps[-1])
+    assert (a, b) == default_pair(ctx, ph)
+    assert a < b and a in run.steps and b in run.steps
+    start = ph.memorization_end if ph.memorization_end is not None else ph.circuit_start
+    assert a == min(run.steps, key=lambda s: (abs(s - start), s))
+    frames = at.get("iframe")
+    assert len(frames) == 1
+    html = frames[0].proto.srcdoc
+    assert f"@{a}" in html and f"@{b}" in html and "embed.W_E" in html
+    ok(slider(at).set_value(run.steps[3]).run())  # the shared step moves; the pair stays
+    assert at.select_slider(key="diff_range").value == (a, b)
+    ok(at.select_slider(key="diff_range").set_value((run.steps[1], run.steps[-1])).run())
+    assert f"@{run.steps[1]}" in at.get("iframe")[0].proto.srcdoc
+
+
+def test_diff_table_without_diff_module(monkeypatch, probed_run):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "interp.diff", None)  # `from interp import diff` raises ImportError
+    run = probed_run
+    at = goto(app(monkeypatch, run), "diff")
+    a, b = at.select_slider(key="diff_range").value
+    table = frame(at, "relative change").set_index("parameter")
+    wa, wb = run.state_dict_at(a)["embed.W_E"].double(), run.state_dict_at(b)["embed.W_E"].double()
+    row = table.loc["embed.W_E"]
+    assert row["‖ΔW‖"] == pytest.approx((wb - wa).norm().item(), rel=1e-9)
+    assert row["relative change"] == pytest.approx(((wb - wa).norm() / wa.norm()).item(), rel=1e-9)
+    cos = (wa.flatten() @ wb.flatten() / (wa.norm() * wb.norm())).item()
+    assert row["cosine"] == pytest.approx(cos, rel=1e-9)
+    bars = chart(at, "Relative change")["data"][0]
+    assert bars["x"] == table.index.tolist()
+
+
+# ------------------------------------------------------------------ compare
+def test_compare_overlays_runs(monkeypatch, probed_run, tiny_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(probed_run.path, other)
+    meta = read_json(other / "run.json")
+    atomic_write_json(other / "run.json", {**meta, "name": "other"})
+    m = Run.open(other).metrics
+    m["train_loss"] = m["train_loss"] * 2
+    Run.open(other).write_metrics(m)
+    at = goto(app(monkeypatch, probed_run, other), "compare")
+    assert at.multiselect(key="compare_runs").value == [str(probed_run.path), str(other)]
+    spec = chart(at, "train loss (nats) across runs")
+    x0, y0 = trace(spec, "tiny")
+    x1, y1 = trace(spec, "other")
+    np.testing.assert_array_equal(x0, x1)
+    np.testing.assert_allclose(y1, 2 * y0)
+    np.testing.assert_allclose(y0, probed_run.metrics["train_loss"].to_numpy())
+    ok(at.selectbox(key="compare_series").set_value("probe:fourier.embed/gini").run())
+    _, v = scalar(probed_run, "fourier.embed", "gini")
+    np.testing.assert_allclose(trace(chart(at, "fourier.embed/gini"), "tiny")[1], v)
+
+
+# ------------------------------------------------------------------ missing probes, live runs
+def test_missing_probes_offer_to_compute(monkeypatch, short_config, tmp_path):
+    run = train(short_config, tmp_path / "short", progress=False)
+    at = goto(app(monkeypatch, run), "fourier")
+    assert any("does not have yet" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+    ok(at.button(key="compute_fourier.embed_fourier.neurons").click().run())
+    import probes.runner as api
+
+    assert api.status(run)["complete"]
+    assert chart(at, "W_E norm per frequency")
+    assert not at.info or all("does not have yet" not in i.value for i in at.info)
+
+
+def test_new_checkpoints_appear_on_rerun(monkeypatch, tiny_run_copy):
+    run, steps = tiny_run_copy, tiny_run_copy.steps
+    manifest = read_json(run.path / "manifest.json")
+    last = str(steps[-1])
+    atomic_write_json(run.path / "manifest.json", {k: v for k, v in manifest.items() if k != last})
+    at = ok(app(monkeypatch, run))
+    assert slider(at).options[-1] == str(steps[-2])
+    assert slider(at).value == steps[-2]
+    atomic_write_json(run.path / "manifest.json", manifest)  # training wrote one more checkpoint
+    ok(at.run())
+    assert slider(at).options[-1] == last
+
+
+# ------------------------------------------------------------------ bad input
+def test_no_runs_explains_how_to_make_one(monkeypatch, tmp_path):
+    at = ok(app(monkeypatch, root=tmp_path / "missing"))
+    assert any("grokscope train --preset demo" in e.value for e in at.error)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    at = ok(app(monkeypatch, root=empty))
+    assert any("grokscope train --preset demo" in e.value and "No runs" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
+
+
+def test_corrupt_checkpoint_is_named_and_skipped(monkeypatch, tiny_run_copy):
+    run = tiny_run_copy
+    bad = run.steps[10]
+    path = run.path / run.manifest[bad]["file"]
+    path.write_bytes(b"\0" * path.stat().st_size)
+    at = goto(app(monkeypatch, run, query={"step": str(bad)}), "attention")
+    assert any(str(path) in w.value for w in at.sidebar.warning)
+    assert slider(at).value != bad
+    assert str(bad) not in slider(at).options
+    assert chart(at, "Layer 0: attention from `=`")
+
+
+def test_old_format_run_reports_store_error(monkeypatch, tiny_run_copy, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run_copy.path, old)
+    meta = read_json(old / "run.json")
+    atomic_write_json(old / "run.json", {**meta, "format_version": 0})
+    at = ok(app(monkeypatch, old))
+    assert any("format version 0 is not supported" in w.value for w in at.sidebar.warning)
+    assert any("No runs" in e.value for e in at.error)
+    at = ok(app(monkeypatch, tiny_run_copy, old))  # the readable run still shows
+    assert any("format version 0" in w.value for w in at.sidebar.warning)
+    assert chart(at, "Loss")
+
+
+def test_root_listing_with_several_runs(monkeypatch, tiny_run_copy, tmp_path):
+    root = tmp_path / "root"
+    for name in ("a", "b"):
+        shutil.copytree(tiny_run_copy.path, root / name)
+    monkeypatch.delenv("GROKSCOPE_RUNS", raising=False)
+    monkeypatch.setenv("GROKSCOPE_ROOT", str(root))
+    at = ok(AppTest.from_file(str(DASHBOARD), default_timeout=TIMEOUT).run())
+    assert at.selectbox(key="run").options == ["a", "b"]
+    ok(at.selectbox(key="run").set_value(str(root / "b")).run())
+    assert at.query_params["run"] == "b"
+    assert frame(at, "memorized at")["run"].tolist() == ["a", "b"]
+
+
+# ------------------------------------------------------------------ inputs and CLI
+def test_parse_args_and_env(monkeypatch):
+    monkeypatch.setenv("GROKSCOPE_RUNS", "x:y")
+    monkeypatch.setenv("GROKSCOPE_ROOT", "r")
+    assert state.parse_args() == (("x", "y"), "r")  # not run as dashboard.py: the environment
+    assert state.parse_args([]) == (("x", "y"), "r")
+    assert state.parse_args(["a", "b", "--root", "sweeps"]) == (("a", "b"), "sweeps")
+
+
+def test_cli_runs_streamlit_on_localhost(monkeypatch, tiny_run):
+    parser = argparse.ArgumentParser()
+    app_cli.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["app", str(tiny_run.path), "--port", "8600"])
+    seen = {}
+    monkeypatch.setattr(app_cli.subprocess, "call", lambda cmd, env: seen.update(cmd=cmd, env=env) or 0)
+    assert args.func(args) == 0
+    cmd = seen["cmd"]
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("apps/dashboard.py")
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.port") + 1] == "8600"
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
+    after = cmd[cmd.index("--") + 1:]
+    assert state.parse_args(after) == ((str(tiny_run.path),), "checkpoints")
+
+
+def test_cli_missing_run_is_a_usage_error(tmp_path):
+    from interp.cli import UsageError
+
+    parser = argparse.ArgumentParser()
+    app_cli.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["app", str(tmp_path / "nope")])
+    with pytest.raises(UsageError, match="grokscope train --preset demo"):
+        args.func(args)
+
+
+def test_downsampling_keeps_ends_and_bounds_points():
+    idx = data.downsample_index(40_001, 2000)
+    assert idx[0] == 0 and idx[-1] == 40_000 and len(idx) <= 2002
+    assert np.all(np.diff(idx) > 0)
+    assert (idx < 100).sum() > 20  # dense early, where training moves fastest
+    np.testing.assert_array_equal(data.downsample_index(50, 2000), np.arange(50))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"layernorm": True, "attn_bias": True, "act_fn": "gelu"},
+                                       {"attn_only": True}, {"n_layers": 2}])
+def test_readout_forward_matches_run_with_cache(tiny_run, overrides):
+    """The dashboard's grid forward equals the model's full hooked forward."""
+    cfg = tiny_run.train_config.replace(**overrides)
+    model = cfg.build_model().eval()
+    tokens = cfg.task().inputs
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+        fast = data.readout_forward if cfg.n_layers == 1 else data._readout_from_cache
+        pattern, post = fast(model, tokens)
+    n = cfg.n_layers
+    want = torch.stack([cache["pattern", layer][:, :, -1, :].permute(1, 2, 0) for layer in range(n)])
+    torch.testing.assert_close(pattern, want, rtol=1e-5, atol=1e-6)
+    if cfg.attn_only:
+        assert post is None
+    else:
+        torch.testing.assert_close(post, cache["post", n - 1][:, -1, :], rtol=1e-5, atol=1e-5)
