@@ -139,8 +139,23 @@ def _weight_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _spectrum_rows(d: dict[str, Any]) -> list[list[str]]:
-    return [[m["name"], _sv(m["a"]), _sv(m["b"])] for m in d["spectra"]["matrices"]]
+def _spectrum_rows(d: dict[str, Any], per_head: bool = True) -> list[list[str]]:
+    """Top-3 singular values per matrix; with ``per_head=False`` the matrices of one stacked parameter
+    (``W_Q[0]``, ``W_Q[1]``, …) share a row listing σ₁ of each head."""
+    if per_head:
+        return [[m["name"], _sv(m["a"]), _sv(m["b"])] for m in d["spectra"]["matrices"]]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in d["spectra"]["matrices"]:
+        groups.setdefault(m["name"].split("[")[0], []).append(m)
+    rows = []
+    for base, ms in groups.items():
+        if len(ms) == 1 and "[" not in ms[0]["name"]:
+            rows.append([base, _sv(ms[0]["a"]), _sv(ms[0]["b"])])
+        else:
+            first = lambda m, side: "n/a" if not m[side] else fmt(m[side][0])
+            rows.append([f"{base}[0–{len(ms) - 1}] (σ₁ per head)", ", ".join(first(m, "a") for m in ms),
+                         ", ".join(first(m, "b") for m in ms)])
+    return rows
 
 
 def _attention_rows(d: dict[str, Any]) -> list[list[str]]:
@@ -192,7 +207,7 @@ def render_markdown(d: dict[str, Any]) -> str:
     header, rows = _weight_rows(d)
     parts += ["## Weights", "", _md_table(header, rows), "",
               f"Top singular values (first 3 of {d['spectra']['k']}, all in the JSON):", "",
-              _md_table(["matrix", "σ before", "σ after"], _spectrum_rows(d)), ""]
+              _md_table(["matrix", "σ before", "σ after"], _spectrum_rows(d, per_head=False)), ""]
     parts += ["## Attention", "", "At the readout (`=`) query; sink share = share of readout attention on `=`.", "",
               _md_table(["head", "entropy", "effective tokens", "sink share"], _attention_rows(d)), "",
               _md_table(["", "before", "after"], _attention_summary_rows(d)), ""]
@@ -282,12 +297,13 @@ def _figures(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         figs["weights"].append(_bars("Parameter norms", names, [r["norm_a"] for r in w], [r["norm_b"] for r in w],
                                      "", "‖W‖_F"))
     traces = []
-    for i, m in enumerate(d["spectra"]["matrices"]):
+    for m in d["spectra"]["matrices"]:
+        visible = True if "[" not in m["name"] else "legendonly"  # per-head matrices: click the legend
         for side, dash, color in (("a", "dot", BEFORE), ("b", "solid", AFTER)):
             if m[side] is not None:
                 traces.append({"type": "scatter", "mode": "lines+markers", "name": f"{m['name']} {side}",
-                               "legendgroup": m["name"], "showlegend": side == "b", "visible": True if i < 6 else
-                               "legendonly", "x": list(range(1, len(m[side]) + 1)), "y": m[side],
+                               "legendgroup": m["name"], "showlegend": side == "b", "visible": visible,
+                               "x": list(range(1, len(m[side]) + 1)), "y": m[side],
                                "line": {"dash": dash, "color": color}})
     figs["weights"].append({"data": traces, "layout": {
         "title": {"text": "Top singular values per matrix (dotted: before, solid: after; click the legend)"},
