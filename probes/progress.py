@@ -252,10 +252,12 @@ def li2_probe(ctx: ProbeContext) -> dict:
     """Li2 signals on the train split (Tian 2025, arXiv:2509.21519): ‖G_F‖_F with G_F = −∂L/∂F, F the
     last MLP layer's activations at ``=`` and L the mean training cross-entropy
     (:func:`hidden_gradient_from_cache`); the neuron energies E_j = ½‖Ỹᵀσ_j‖² (:func:`neuron_energy`);
-    and energy_key_share = Σ_{j key} E_j / Σ_j E_j over key-frequency neurons (:func:`key_neurons`)."""
+    and energy_key_share = Σ_{j key} E_j / Σ_j E_j over key-frequency neurons (:func:`key_neurons`).
+    NaN (energy NaN-filled) for attention-only models."""
     cfg, tr, y = ctx.model.cfg, ctx.train_mask, ctx.labels[ctx.train_mask]
     if cfg.attn_only:
-        return {"grad_norm_hidden": math.nan, "energy_key_share": math.nan}
+        nan = math.nan
+        return {"grad_norm_hidden": nan, "energy": torch.full((cfg.d_mlp,), nan), "energy_key_share": nan}
     layer = cfg.n_layers - 1
     post = ctx.cache["post", layer][tr, -1]  # [n, m]
     grad = hidden_gradient_from_cache(ctx.model, post, ctx.cache["resid_mid", layer][tr, -1], y)

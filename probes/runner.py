@@ -99,7 +99,7 @@ def measure_context(ctx: ProbeContext, specs: list[ProbeSpec]) -> Results:
 def measure(model: Any, task: Task, names: Iterable[str] | None = None,
             params: dict[str, Any] | None = None) -> Results:
     """Probe a model held in memory (nothing is cached): ``{probe: {name: float | ndarray}}``."""
-    ctx = ProbeContext(model=model.eval(), task=task, params=merged_params(params))
+    ctx = ProbeContext(model=model, task=task, params=merged_params(params))
     return measure_context(ctx, resolve(names))
 
 
