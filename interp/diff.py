@@ -38,7 +38,8 @@ import json
 import math
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,19 @@ def weight_matrices(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the enclosed torch ops on one CPU thread. LAPACK on a batch of small matrices gains nothing
+    from threads, and on a busy machine its thread pool waits for cores: the spectra of the ``nanda``
+    model take ~20 ms on one thread and 0.3-2 s on two threads when other processes hold the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 @torch.no_grad()
 def top_singular_values(mats: Sequence[Tensor], k: int = TOP_K) -> list[list[float]]:
     """The ``k`` largest singular values of each matrix (fewer if it has lower rank), in float64.
@@ -211,10 +225,11 @@ def top_singular_values(mats: Sequence[Tensor], k: int = TOP_K) -> list[list[flo
     for i, m in enumerate(mats):
         groups[tuple(m.shape)].append(i)
     out: list[list[float]] = [[] for _ in mats]
-    for idx in groups.values():
-        s = torch.linalg.svdvals(torch.stack([mats[i] for i in idx]).double())[:, :k]
-        for i, row in zip(idx, s.tolist()):
-            out[i] = row
+    with _one_thread():
+        for idx in groups.values():
+            s = torch.linalg.svdvals(torch.stack([mats[i] for i in idx]).double())[:, :k]
+            for i, row in zip(idx, s.tolist()):
+                out[i] = row
     return out
 
 
