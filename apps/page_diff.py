@@ -35,12 +35,10 @@ def diff_module():
 
 
 @st.cache_data(max_entries=16, show_spinner="Comparing the checkpoints…")
-def report(path: str, a: int, b: int, manifest: data.Sig) -> tuple[str, list[str]]:
-    """(HTML, summary lines) of ``interp.diff.compare((run, a), (run, b))``."""
+def report(path: str, a: int, b: int, manifest: data.Sig) -> str:
+    """The HTML of ``interp.diff.compare((run, a), (run, b))`` (it opens with its own summary)."""
     run = Run.open(path)
-    rep = diff_module().compare((run, a), (run, b))
-    lines = rep.summary() if callable(rep.summary) else rep.summary
-    return rep.to_html(), [str(x) for x in lines]
+    return diff_module().compare((run, a), (run, b)).to_html()
 
 
 def embed(html: str) -> None:
@@ -82,9 +80,7 @@ def render() -> None:
         return
     try:
         if diff_module() is not None:
-            html, summary = report(ctx.path, a, b, ctx.key.manifest)
-            st.markdown("\n".join(f"- {line}" for line in summary))
-            embed(html)
+            embed(report(ctx.path, a, b, ctx.key.manifest))
         else:
             st.caption("`interp.diff` is not installed: per-parameter changes computed from the weights.")
             change_table(ctx, a, b)
@@ -92,6 +88,8 @@ def render() -> None:
         mark_corrupt(ctx.path, a if str(e.path).endswith(f"{a:08d}.safetensors") else b, e)
     except StoreError as e:
         st.error(str(e))
+    except Exception as e:  # the report is someone else's code: keep the page, say what failed
+        st.error(f"The diff report failed ({type(e).__name__}): {e}")
 
 
 if __name__ == "__main__":

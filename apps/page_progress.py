@@ -55,9 +55,10 @@ def excluded_per_freq(ctx: Ctx) -> go.Figure | None:
     ks = np.nonzero(np.isfinite(vals))[0]
     if not len(ks):
         return None
-    return plots.bar([str(k) for k in ks], vals[ks], title=f"Excluded loss removing one key frequency "
-                     f"(step {int(steps_arr[i])})", x_title="key frequency k removed",
-                     y_title="train loss (nats), logit convention", log_y=plots.spans_decades(vals[ks]))
+    fig = plots.bar([str(k) for k in ks], vals[ks], title=f"Excluded loss removing one key frequency "
+                    f"(step {int(steps_arr[i])})", x_title="key frequency k removed",
+                    y_title="train loss (nats), logit convention", log_y=plots.spans_decades(vals[ks]))
+    return fig.update_xaxes(type="category")
 
 
 def li2_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:

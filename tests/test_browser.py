@@ -124,6 +124,11 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
             assert page.get_by_role("heading", name="Overview").count() == 1
             assert caption_step(page) == steps[-1]
             assert page.locator(f"{PLOT} .main-svg path.js-line").count() >= 4  # the curves are drawn
+            nav = ["Overview", "Fourier", "Progress measures", "Attention", "Checkpoint diff", "Compare runs"]
+            if (REPO / "apps" / "page_sweeps.py").exists():
+                nav.append("Sweeps")
+            for name in nav:
+                assert page.get_by_role("link", name=name, exact=True).count() == 1, name
             page.screenshot(path=str(out_dir / "overview.png"))
 
             # move the shared step selector one checkpoint left with the keyboard
