@@ -85,7 +85,7 @@ def sum_directions(p: int, freqs: Tensor) -> Tensor:
     return torch.where(norm > 1e-6, dirs / norm.clamp_min(1e-12), torch.zeros_like(dirs))
 
 
-def logit_losses(logits: Tensor, labels: Tensor, train_mask: Tensor, key_freqs: Tensor) -> dict:
+def logit_losses(logits: Tensor, labels: Tensor, train: Tensor, key_freqs: Tensor) -> dict:
     """Restricted and excluded loss, logit convention (Nanda et al. 2023, arXiv:2301.05217, §5.1),
     on the train split.
 
@@ -96,13 +96,14 @@ def logit_losses(logits: Tensor, labels: Tensor, train_mask: Tensor, key_freqs: 
         excluded:   L_x = L − DᵀD L                         (all key frequencies removed)
         excluded_per_freq[k] = CE(L − D_kᵀD_k L)             (only frequency k removed)
 
-    CE is the mean cross-entropy over the train split. Returns ``restricted`` and ``excluded``
+    CE is the mean cross-entropy over the train split ``train`` (a [p²] bool mask or row indices).
+    Returns ``restricted`` and ``excluded``
     (floats) and ``excluded_per_freq`` [K+1] (NaN where k is not key, and at index 0)."""
     p = math.isqrt(logits.shape[0])
     L = logits.double()  # [p², p]
     D = sum_directions(p, key_freqs)  # [f, 2, p²]
     coef = torch.einsum("fig,gc->fic", D, L)  # [f, 2, p]: coordinates of each class column on D
-    L_tr, D_tr, y = L[train_mask], D[..., train_mask], labels[train_mask]  # [n, p], [f, 2, n], [n]
+    L_tr, D_tr, y = L[train], D[..., train], labels[train]  # [n, p], [f, 2, n], [n]
     proj = torch.einsum("fin,fic->nc", D_tr, coef)  # [n, p]: DᵀD L on the train rows
     bias = L.mean(0) - torch.einsum("fi,fic->c", D.mean(-1), coef)  # mean_grid(L − DᵀD L), [p]
     per_freq = torch.full((p // 2 + 1,), math.nan, dtype=torch.float64)
@@ -133,12 +134,17 @@ def key_coefficients(acts: Tensor, basis: Tensor, key_freqs: Tensor) -> tuple[Te
     C = B_S A B_Sᵀ [s, s, m] (A the activations as [p, p, m]) masked to the union of the key 3×3
     blocks minus (0, 0) (:func:`key_block_mask`). Returns (C, B_S); the key part of the
     activations is A_key = B_Sᵀ C B_S (:func:`to_grid`)."""
+    C, B, rows = _restricted_transform(acts, basis, key_freqs)
+    return C * key_block_mask(rows, key_freqs)[..., None].to(C.dtype), B
+
+
+def _restricted_transform(acts: Tensor, basis: Tensor, key_freqs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Unmasked C = B_S A B_Sᵀ [s, s, m], B_S [s, p] and the row indices S [s] (row 0 is const)."""
     p = basis.shape[0]
     rows = torch.tensor([0] + [r for k in key_freqs.tolist() for r in freq_rows(k, p)], dtype=torch.long)
     B = basis[rows].to(acts.dtype)  # [s, p]
     half = (B @ acts.reshape(p, -1)).view(len(rows), p, -1)  # [s, p·m] -> [s, p, m]: Σ_a B_i(a) A[a, b]
-    C = torch.matmul(B, half)  # [s, s, m]: Σ_b B_j(b) half[i, b]
-    return C * key_block_mask(rows, key_freqs)[..., None].to(C.dtype), B
+    return torch.matmul(B, half), B, rows  # [s, s, m]: Σ_b B_j(b) half[i, b]
 
 
 def to_grid(C: Tensor, B: Tensor) -> Tensor:
@@ -166,12 +172,14 @@ def activation_losses(model, cache, task, key_freqs: Tensor, basis: Tensor) -> d
     if cfg.attn_only:
         return {"restricted": math.nan, "excluded": math.nan}
     layer, mlp = cfg.n_layers - 1, model.blocks[-1].mlp
-    tr, y = task.train_mask, task.labels[task.train_mask]
-    acts = cache["post", layer][:, -1]  # [p², m]
-    C, B = key_coefficients(acts, basis, key_freqs)
+    tr = task.train_idx
+    y = task.labels[tr]
+    C, B, rows = _restricted_transform(cache["post", layer][:, -1], basis, key_freqs)  # acts [p², m]
+    mean = C[0, 0] / task.p  # grid mean of the activations: B_0 = 1/√p, so C_00 = Σ_ab A / p
+    C = C * key_block_mask(rows, key_freqs)[..., None].to(C.dtype)
     key_out = to_grid(C @ mlp.W_out, B)[tr]  # [n, d]
     base = cache["resid_mid", layer][tr, -1] + (mlp.b_out if cfg.mlp_bias else 0)
-    restricted = base + acts.mean(0) @ mlp.W_out + key_out
+    restricted = base + mean @ mlp.W_out + key_out
     excluded = cache["resid_post", layer][tr, -1] - key_out
     return {"restricted": cross_entropy(_unembed(model, restricted), y),
             "excluded": cross_entropy(_unembed(model, excluded), y)}
@@ -187,7 +195,7 @@ def restricted_probe(ctx: ProbeContext) -> dict:
     (Nanda et al. 2023, arXiv:2301.05217, §5.1); formulas in :func:`logit_losses` and
     :func:`activation_losses`; key frequencies from ``probes.fourier.key_frequencies``."""
     keys = key_frequencies(ctx).long()
-    logit = logit_losses(ctx.logits, ctx.labels, ctx.train_mask, keys)
+    logit = logit_losses(ctx.logits, ctx.labels, ctx.task.train_idx, keys)
     with torch.no_grad():
         act = activation_losses(ctx.model, ctx.cache, ctx.task, keys, fourier_basis(ctx.p))
     return {"logit.restricted_loss": logit["restricted"], "logit.excluded_loss": logit["excluded"],
@@ -254,7 +262,8 @@ def li2_probe(ctx: ProbeContext) -> dict:
     (:func:`hidden_gradient_from_cache`); the neuron energies E_j = ½‖Ỹᵀσ_j‖² (:func:`neuron_energy`);
     and energy_key_share = Σ_{j key} E_j / Σ_j E_j over key-frequency neurons (:func:`key_neurons`).
     NaN (energy NaN-filled) for attention-only models."""
-    cfg, tr, y = ctx.model.cfg, ctx.train_mask, ctx.labels[ctx.train_mask]
+    cfg, tr = ctx.model.cfg, ctx.task.train_idx
+    y = ctx.labels[tr]
     if cfg.attn_only:
         nan = math.nan
         return {"grad_norm_hidden": nan, "energy": torch.full((cfg.d_mlp,), nan), "energy_key_share": nan}
