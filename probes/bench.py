@@ -118,9 +118,6 @@ def main() -> None:
         print(f"{r['name']:45s} {r['value']:10.2f} {r['unit']:3s} {target:24s} {verdict}")
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ---------------------------------------------------------------- Fourier neuron analysis (probes/fourier.py)
 def neuron_fve_loop(acts: torch.Tensor, p: int) -> torch.Tensor:
@@ -171,3 +168,7 @@ def bench_neuron_fve(repeats: int = 5) -> list[dict]:
 
 
 BENCHMARKS.append(bench_neuron_fve)
+
+
+if __name__ == "__main__":
+    main()
