@@ -29,12 +29,6 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> float:
     return F.cross_entropy(logits.double(), labels).item()
 
 
-def accuracy(logits: Tensor, labels: Tensor) -> float:
-    if len(labels) == 0:
-        return math.nan
-    return (logits.argmax(-1) == labels).double().mean().item()
-
-
 def row_losses(logits: Tensor, labels: Tensor) -> Tensor:
     """Per-row cross-entropy logsumexp(logits_i) − logits_i[y_i] in float64: [n, c] -> [n]."""
     correct = logits.gather(1, labels[:, None]).squeeze(1)
