@@ -133,5 +133,4 @@ def time_plot(ctx: Ctx, title: str, y_title: str, series: dict[str, pd.Series], 
         plots.add_line(fig, s.index.to_numpy(), s.to_numpy(dtype=float), name)
     if len(series) > 4:  # many series: legend on the right instead of under the axis title
         fig.update_layout(legend={"orientation": "v", "x": 1.02, "y": 1, "yanchor": "top"})
-    plots.shade_phases(fig, phases)
-    return plots.mark_step(fig, ctx.step) if mark else fig
+    return plots.decorate(fig, phases, ctx.step if mark else None)

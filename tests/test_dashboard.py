@@ -514,3 +514,26 @@ def test_readout_forward_matches_run_with_cache(tiny_run, overrides):
         assert post is None
     else:
         torch.testing.assert_close(post, cache["post", n - 1][:, -1, :], rtol=1e-5, atol=1e-5)
+
+
+def test_new_checkpoint_without_probe_results_is_offered(monkeypatch, probed_run, tmp_path):
+    """A run still training: a checkpoint newer than the probe cache is counted and can be computed."""
+    live = tmp_path / "live"
+    shutil.copytree(probed_run.path, live)
+    run = Run.open(live)
+    last = run.steps[-1]
+    run.save_checkpoint(last + 25, run.state_dict_at(last), {"train_loss": 0.0})
+    at = goto(app(monkeypatch, run), "fourier")
+    assert slider(at).value == last + 25
+    labels = [e.label for e in at.expander]
+    assert "Probe results are missing for 1 checkpoint(s)" in labels
+    ok(at.button(key="compute_stale").click().run())
+    import probes.runner as api
+
+    assert api.status(run)["complete"]
+    assert "Probe results are missing for 1 checkpoint(s)" not in [e.label for e in at.expander]
+    _, emb = arrays(run, "fourier.embed")
+    heat = chart(at, "W_E norm per frequency")["data"][0]
+    assert arr(heat["x"])[-1] == last + 25
+    z = arr(heat["customdata"]) if "customdata" in heat else arr(heat["z"])
+    np.testing.assert_allclose(z, emb["norms"][:, 1:].T, rtol=1e-6)
