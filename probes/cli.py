@@ -41,18 +41,31 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
     run = Run.open(args.run)
     steps = parse_steps(args.steps, run.steps)
+    key_freqs = _parse_key_freqs(args.key_freqs)
     if args.status:
-        info = probes.status(run, args.probes)
+        info = probes.status(run, args.probes, key_freqs=key_freqs)
         for name, entry in info["probes"].items():
             state = "up to date" if not entry["missing"] else f"{len(entry['missing'])} missing ({entry['reason']})"
             print(f"{name:24s} {entry['up_to_date']}/{len(info['steps'])} steps  {state}")
         return 0
-    before = probes.status(run, args.probes)["n_missing"]
-    df = probes.run(run, names=args.probes, steps=steps, progress=not args.quiet)
-    after = probes.status(run, args.probes)["n_missing"]
+    before = probes.status(run, args.probes, key_freqs=key_freqs)["n_missing"]
+    df = probes.run(run, names=args.probes, steps=steps, progress=not args.quiet, key_freqs=key_freqs)
+    after = probes.status(run, args.probes, key_freqs=key_freqs)["n_missing"]
     print(f"{run.path}: {before - after} (probe, step) results computed, {df['step'].nunique()} steps "
           f"and {df['probe'].nunique()} probes with scalars cached in {run.path / 'probes'}")
     return 0
+
+
+def _parse_key_freqs(value: str) -> str | list[int]:
+    """'final', 'checkpoint' or a comma-separated list of frequencies."""
+    from interp.cli import UsageError
+
+    if value in ("final", "checkpoint"):
+        return value
+    try:
+        return [int(k) for k in value.split(",")]
+    except ValueError:
+        raise UsageError(f"--key-freqs: expected final, checkpoint or a list like 14,35,41; got {value!r}") from None
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -75,6 +88,9 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--steps", nargs="+", metavar="STEP", help="steps: integers, A:B ranges or 'last' (default all)")
     p.add_argument("--status", action="store_true", help="only report which probes/steps are missing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--key-freqs", default="final", metavar="final|checkpoint|K,K,...",
+                   help="frequencies of the progress measures: the final checkpoint's key frequencies (default, "
+                        "as Nanda et al. 2023), each checkpoint's own, or an explicit list")
     p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("import", help="turn a TransformerLens or Nanda et al. 2023 checkpoint file into a run",

@@ -2,7 +2,8 @@
 
 Probes: ``progress.loss``, ``progress.weights``, ``progress.restricted`` and ``li2`` (output
 names in docs/probes.md). The math is in pure functions taking the key frequencies
-explicitly; the probes feed them ``probes.fourier.key_frequencies(ctx)``.
+explicitly; the probes feed them :func:`progress_frequencies` (by default the final
+checkpoint's key frequencies, set by ``probes.run``).
 
 Grid conventions: row index ``a·p + b`` of the p×p grid; logits [p², p] at the ``=`` position;
 Fourier basis rows (``probes.fourier.fourier_basis``): const, cos 1, sin 1, cos 2, ...;
@@ -183,12 +184,22 @@ def _unembed(model, resid: Tensor) -> Tensor:  # [n, d] -> [n, d_vocab_out]
     return model.unembed(model.ln_final(resid) if model.cfg.layernorm else resid)
 
 
-@probe("progress.restricted", version=1)
+def progress_frequencies(ctx: ProbeContext) -> Tensor:
+    """The frequencies the progress measures use: ``ctx.params["key_freqs"]`` when set (``probes.run``
+    sets the final checkpoint's key frequencies, as Nanda et al. 2023 do), else this checkpoint's own
+    (``probes.fourier.key_frequencies``)."""
+    fixed = ctx.params.get("key_freqs")
+    if fixed is None:
+        return key_frequencies(ctx).long()
+    return torch.tensor(sorted(int(k) for k in fixed), dtype=torch.long)
+
+
+@probe("progress.restricted", version=2, uses=("key_freqs",))
 def restricted_probe(ctx: ProbeContext) -> dict:
     """Restricted/excluded loss on the train split, logit and activation conventions
     (Nanda et al. 2023, arXiv:2301.05217, §5.1); formulas in :func:`logit_losses` and
-    :func:`activation_losses`; key frequencies from ``probes.fourier.key_frequencies``."""
-    keys = key_frequencies(ctx).long()
+    :func:`activation_losses`; frequencies from :func:`progress_frequencies`."""
+    keys = progress_frequencies(ctx)
     logit = logit_losses(ctx.logits, ctx.labels, ctx.task.train_idx, keys)
     with torch.no_grad():
         act = activation_losses(ctx.model, ctx.cache, ctx.task, keys, fourier_basis(ctx.p))
@@ -246,10 +257,10 @@ def key_neurons(ctx: ProbeContext) -> Tensor:
     (``fourier.neurons``) is key and explains ≥ ``fve_threshold`` of their variance."""
     neurons = neurons_probe(ctx)
     clustered = neurons["dominant_fve"] >= ctx.params["fve_threshold"]
-    return clustered & torch.isin(neurons["dominant_freq"].long(), key_frequencies(ctx))
+    return clustered & torch.isin(neurons["dominant_freq"].long(), progress_frequencies(ctx))
 
 
-@probe("li2", version=1)
+@probe("li2", version=2, uses=("key_freqs",))
 def li2_probe(ctx: ProbeContext) -> dict:
     """Li2 signals on the train split (Tian 2025, arXiv:2509.21519): ‖G_F‖_F with G_F = −∂L/∂F, F the
     last MLP layer's activations at ``=`` and L the mean training cross-entropy

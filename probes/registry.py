@@ -36,19 +36,31 @@ class ProbeSpec:
     version: int = 1
     default: bool = True
     description: str = ""
+    uses: tuple[str, ...] = ()  # run-level params (RUN_LEVEL_PARAMS) this probe reads
 
 
 REGISTRY: dict[str, ProbeSpec] = {}
 
+#: parameters fixed for a whole run rather than per checkpoint; a probe's cache depends on
+#: one of these only if the probe declares it in ``@probe(..., uses=...)``
+RUN_LEVEL_PARAMS = frozenset({"key_freqs"})
 
-def probe(name: str, *, version: int = 1, default: bool = True) -> Callable[[ProbeFn], ProbeFn]:
+
+def probe(name: str, *, version: int = 1, default: bool = True,
+          uses: tuple[str, ...] = ()) -> Callable[[ProbeFn], ProbeFn]:
     """Register ``fn`` as probe ``name``. Bump ``version`` when its definition changes:
     cached results of an older version are recomputed. ``default=False`` probes run
-    only when asked for by name."""
+    only when asked for by name. ``uses`` names the run-level parameters
+    (:data:`RUN_LEVEL_PARAMS`) the probe reads; only those probes' caches depend on them."""
+
+    unknown = set(uses) - RUN_LEVEL_PARAMS
+    if unknown:
+        raise ValueError(f"probe {name}: uses={sorted(unknown)} are not run-level params {sorted(RUN_LEVEL_PARAMS)}")
 
     def register(fn: ProbeFn) -> ProbeFn:
         doc = (fn.__doc__ or "").strip().split("\n")[0]
-        REGISTRY[name] = ProbeSpec(name=name, fn=fn, version=version, default=default, description=doc)
+        REGISTRY[name] = ProbeSpec(name=name, fn=fn, version=version, default=default, description=doc,
+                                   uses=tuple(uses))
         return fn
 
     return register
@@ -128,6 +140,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "key_freq_wl_fraction": 0.5,  # ... or its W_L norm is >= this fraction of the largest
     "key_freq_wl_min_ratio": 2.0,  # ... and its squared W_L norm is >= this many times the mean (flat spectra: none)
     "sink_epsilon": 0.3,  # Gu et al. 2025 sink threshold on key importance
+    # Frequencies the progress measures (restricted/excluded loss, Li2 key share) are measured
+    # against. None: each checkpoint's own key frequencies. ``probes.run`` sets it to the final
+    # checkpoint's key frequencies by default, as Nanda et al. 2023 measure progress towards
+    # the final circuit.
+    "key_freqs": None,
     "clock_pizza_triples": 100,
     "clock_pizza_seed": 0,
 }

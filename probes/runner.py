@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from interp.store import Run, StoreError, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
 from interp.tasks import ConfigError, Task
-from probes.registry import DEFAULT_PARAMS, REGISTRY, ProbeContext, ProbeSpec, available
+from probes.registry import DEFAULT_PARAMS, REGISTRY, RUN_LEVEL_PARAMS, ProbeContext, ProbeSpec, available
 
 INDEX_FORMAT = 1
 SCALAR_COLUMNS = ["step", "probe", "name", "value"]
@@ -65,10 +65,54 @@ def merged_params(params: dict[str, Any] | None) -> dict[str, Any]:
     return {**DEFAULT_PARAMS, **(params or {})}
 
 
-def params_hash(params: dict[str, Any]) -> str:
-    """SHA-256 (first 16 hex digits) of the full parameter dict, as sorted JSON."""
+def params_hash(params: dict[str, Any], spec: ProbeSpec | None = None) -> str:
+    """SHA-256 (first 16 hex digits) of the parameters ``spec`` depends on, as sorted JSON: every
+    per-checkpoint parameter, plus the run-level ones it declares in ``uses`` (all if no spec)."""
+    if spec is not None:
+        params = {k: v for k, v in params.items() if k not in RUN_LEVEL_PARAMS or k in spec.uses}
     blob = json.dumps(params, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_FINAL_KEYS: dict[tuple[str, str, str], list[int]] = {}
+
+
+def final_key_frequencies(run: Run, params: dict[str, Any]) -> list[int]:
+    """Key frequencies (``probes.fourier.key_frequencies``) of the run's last readable checkpoint,
+    memoized per (run, checkpoint hash, params) in this process."""
+    from probes.fourier import key_frequencies
+
+    manifest = run.manifest
+    for step in reversed(sorted(manifest)):
+        key = (str(run.path.resolve()), manifest[step]["sha256"], params_hash(params))
+        if key in _FINAL_KEYS:
+            return _FINAL_KEYS[key]
+        try:
+            model = run.model_at(step)
+        except StoreError:
+            continue  # corrupt: fall back to the one before
+        ctx = ProbeContext(model=model, task=run.task, step=step, params=params)
+        _FINAL_KEYS[key] = sorted(int(k) for k in key_frequencies(ctx))
+        return _FINAL_KEYS[key]
+    raise StoreError(f"{run.path} has no readable checkpoint")
+
+
+def run_params(run: Run, params: dict[str, Any] | None, key_freqs: str | Iterable[int]) -> dict[str, Any]:
+    """The full parameter dict for probing ``run``: defaults, then ``params``, then the
+    run-level ``key_freqs``: "final" (the last checkpoint's key frequencies, the default),
+    "checkpoint" (each checkpoint's own) or an explicit list of frequencies."""
+    merged = merged_params(params)
+    if params and params.get("key_freqs") is not None:
+        return merged
+    if key_freqs == "final":
+        merged["key_freqs"] = final_key_frequencies(run, merged) if run.manifest else None
+    elif key_freqs == "checkpoint":
+        merged["key_freqs"] = None
+    elif isinstance(key_freqs, str):
+        raise ConfigError(f"key_freqs: expected 'final', 'checkpoint' or a list of frequencies, got {key_freqs!r}")
+    else:
+        merged["key_freqs"] = sorted(int(k) for k in key_freqs)
+    return merged
 
 
 def _as_value(probe: str, name: str, value: Any) -> float | np.ndarray:
@@ -244,18 +288,19 @@ def _read_array_steps(path: Path) -> dict[int, dict[str, np.ndarray]]:
 
 # ------------------------------------------------------------------ public API
 def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps: Iterable[int] | None = None,
-        params: dict[str, Any] | None = None, progress: bool = True) -> pd.DataFrame:
+        params: dict[str, Any] | None = None, progress: bool = True,
+        key_freqs: str | Iterable[int] = "final") -> pd.DataFrame:
     """Measure every checkpoint (or ``steps``) of ``run`` with the default probes (or ``names``),
     skipping (probe, step) pairs already cached, and return the scalars of those probes and steps
-    (long format: step, probe, name, value). Corrupt checkpoints are skipped with a warning."""
+    (long format: step, probe, name, value). Corrupt checkpoints are skipped with a warning.
+    ``key_freqs`` fixes the frequencies of the progress measures (see :func:`run_params`)."""
     run = _open(run)
-    specs, params = resolve(names), merged_params(params)
+    specs, params = resolve(names), run_params(_open(run), params, key_freqs)
     manifest = run.manifest
     steps = sorted(manifest) if steps is None else _check_steps(run, steps, manifest)
     cache = ProbeCache(run.path / "probes")
-    phash = params_hash(params)
     for spec in specs:
-        cache.prepare(spec, phash)
+        cache.prepare(spec, params_hash(params, spec))
     todo = {s: [sp for sp in specs if not cache.is_fresh(sp.name, s, manifest[s]["sha256"])] for s in steps}
     todo = {s: sp for s, sp in todo.items() if sp}
     if todo:
@@ -308,18 +353,19 @@ def load_arrays(run: Run | str | os.PathLike, probe: str) -> tuple[np.ndarray, d
 
 
 def status(run: Run | str | os.PathLike, names: Iterable[str] | None = None,
-           params: dict[str, Any] | None = None) -> dict[str, Any]:
+           params: dict[str, Any] | None = None, key_freqs: str | Iterable[int] = "final") -> dict[str, Any]:
     """What :func:`run` would compute: ``{"steps": [...], "complete": bool, "n_missing": int,
     "probes": {probe: {"missing": [steps], "up_to_date": int, "reason": str}}}``, where reason is
     "" (up to date), "not computed", "probe version changed", "params changed" or
     "checkpoints changed or not yet computed"."""
     run = _open(run)
-    specs, phash = resolve(names), params_hash(merged_params(params))
+    specs, params = resolve(names), run_params(run, params, key_freqs)
     index, manifest = read_index(run.path / "probes"), run.manifest
     steps = sorted(manifest)
     probes: dict[str, dict[str, Any]] = {}
     for spec in specs:
         entry = index.get(spec.name)
+        phash = params_hash(params, spec)
         if entry is None or entry.get("version") != spec.version or entry.get("params") != phash:
             reason = ("not computed" if entry is None else
                       "probe version changed" if entry.get("version") != spec.version else "params changed")

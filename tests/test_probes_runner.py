@@ -198,3 +198,22 @@ def test_cli_probe(tiny_run_copy, capsys):
     assert cli_main(["probe", path, "--probes", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown probe 'nope'" in err
+
+
+def test_progress_measures_use_the_final_key_frequencies(tiny_run_copy):
+    """By default restricted/excluded loss use the final checkpoint's key frequencies (Nanda et al.
+    2023); 'checkpoint' uses each checkpoint's own; only probes that declare key_freqs depend on it."""
+    run = tiny_run_copy
+    final = runner.final_key_frequencies(run, runner.merged_params(None))
+    ctx_final = probes.ProbeContext(model=run.model_at(run.steps[-1]), task=run.task)
+    assert final == sorted(int(k) for k in probes.fourier.key_frequencies(ctx_final)) and final
+    early = run.steps[3]
+    fixed = probes.measure(run.model_at(early), run.task, ["progress.restricted"], params={"key_freqs": final})
+    own = probes.measure(run.model_at(early), run.task, ["progress.restricted"])
+    df = probes.run(run, names=["progress.restricted", "fourier.embed"], steps=[early], progress=False)
+    got = df[(df.probe == "progress.restricted") & (df.name == "logit.excluded_loss")].value.item()
+    assert got == pytest.approx(fixed["progress.restricted"]["logit.excluded_loss"])
+    assert got != pytest.approx(own["progress.restricted"]["logit.excluded_loss"])
+    status = probes.status(run, ["progress.restricted", "fourier.embed"], key_freqs=[1])
+    assert status["probes"]["progress.restricted"]["reason"] == "params changed"
+    assert status["probes"]["fourier.embed"]["missing"] == [s for s in run.steps if s != early]
