@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ from interp import Run, preset, train
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and never oversubscribes
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest runs app scripts as ``__main__`` and leaves them there; spawn-based
+    process pools (sweeps) would then re-run the app in every worker. Put the real one back."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")
