@@ -60,9 +60,10 @@ def stale_note(ctx: Ctx) -> None:
     if not status or status.get("complete", True):
         return
     n_steps = len({s for p in status["probes"].values() for s in p["missing"]})
+    why = ", ".join(f"{name} ({p['reason']})" for name, p in status["probes"].items() if p["missing"])
     with st.expander(f"Probe results are missing for {n_steps} checkpoint(s)", expanded=False):
-        st.write("Plots show the checkpoints measured so far. New checkpoints of a run still "
-                 "training, or probes whose definition changed, appear after computing.")
+        st.write(f"Out of date or not computed: {why}. The plots show the results cached so far; new "
+                 "checkpoints of a run still training, or probes whose definition changed, appear after computing.")
         compute_button(ctx, key="compute_stale")
 
 

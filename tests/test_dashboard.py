@@ -537,3 +537,11 @@ def test_new_checkpoint_without_probe_results_is_offered(monkeypatch, probed_run
     assert arr(heat["x"])[-1] == last + 25
     z = arr(heat["customdata"]) if "customdata" in heat else arr(heat["z"])
     np.testing.assert_allclose(z, emb["norms"][:, 1:].T, rtol=1e-6)
+
+
+def test_run_without_checkpoints_yet(monkeypatch, tiny_run_copy):
+    atomic_write_json(tiny_run_copy.path / "manifest.json", {})  # training has just started
+    at = ok(app(monkeypatch, tiny_run_copy))
+    assert any("has no readable checkpoints yet" in w.value for w in at.warning)
+    assert not at.get("plotly_chart")
+    assert not at.select_slider  # no step selector without steps
