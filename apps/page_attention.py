@@ -69,7 +69,11 @@ def sink_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
     s = ui.scalar(ctx, "attention.sinks/sink_rate")
     if s is None:
         return None
-    fig = ui.time_plot(ctx, "Sink rate (Gu et al. 2025)", "% of (layer, head) with a sink", {"sink rate": s},
+    series = {"sink rate": s}
+    choice = ui.scalar(ctx, "attention.sinks/sink_rate_choice")
+    if choice is not None:  # query 0 can only see key 0: the plain rate is 100% on 3 tokens
+        series["sink rate, query 0 left out"] = choice
+    fig = ui.time_plot(ctx, "Sink rate (Gu et al. 2025)", "% of (layer, head) with a sink", series,
                        log_y=False, phases=phases)
     return fig.update_yaxes(range=[-2, 102])
 

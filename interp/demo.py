@@ -43,18 +43,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from interp import diff
 
-    report = diff.transition_report(run)
+    a, b = diff.transition_steps(run)
+    report = diff.compare((run, a), (run, b))
     html = run.path / "transition.html"
     html.write_text(report.to_html())
     (run.path / "transition.md").write_text(report.to_markdown())
-    print(f"[demo] transition report: {html}\n\n{report.summary}\n")
+    print(f"[demo] transition report, steps {a} -> {b}: {html}")
+    for line in report.summary:
+        print(f"  - {line}")
 
     if args.no_app:
         return 0
-    from apps.cli import launch
+    import subprocess
 
-    print(f"[demo] opening the dashboard on http://localhost:{args.port} (Ctrl-C to stop)")
-    return launch([run.path], root=run.path.parent, port=args.port)
+    from apps.cli import streamlit_command
+
+    print(f"[demo] dashboard on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    try:
+        return subprocess.call(streamlit_command([str(run.path)], str(run.path.parent), args.port))
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ class Task:
         cells = torch.nonzero(self.valid).squeeze(1)
         gen = torch.Generator().manual_seed(int(self.data_seed))
         perm = cells[torch.randperm(len(cells), generator=gen)]
-        n_train = max(1, int(round(self.frac_train * len(cells))))
+        n_train = max(1, round(self.frac_train * len(cells)))
         return torch.sort(perm[:n_train]).values
 
     @cached_property

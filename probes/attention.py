@@ -143,6 +143,20 @@ def sink_rate(importance: Tensor, epsilon: float = 0.3, position: int = 0) -> fl
     return float((importance[..., position] > epsilon).float().mean() * 100)
 
 
+def choice_importance(pattern: Tensor) -> Tensor:
+    """[..., k] importance over the queries that have a choice: α'_k = Σ_{q ≥ max(k, 1)} a_{q,k} / (S − max(k, 1)).
+
+    The same as :func:`key_importance` except that query 0, which can only attend to key 0 and so
+    gives it weight 1 by construction, is left out. Gu et al.'s ε-threshold on α'_0 then measures
+    a learned preference for the first token, which on short sequences α_0 cannot (α_0 ≥ 1/S)."""
+    size = pattern.shape[-1]
+    if size < 2:
+        return torch.full((*pattern.shape[:-2], size), float("nan"), dtype=pattern.dtype, device=pattern.device)
+    cols = pattern.movedim(-2, 0)[1:].sum(0)  # [..., k] summed over queries 1..S-1
+    seen_by = (size - torch.arange(size, device=pattern.device, dtype=pattern.dtype)).clamp(max=size - 1)
+    return cols / seen_by
+
+
 # ====================================================================== aggregates
 def percentiles(x: Tensor, levels: tuple[float, ...] = PERCENTILES) -> Tensor:
     """[..., len(levels)] nearest-rank percentiles over the last dim: the order statistic of 0-based
@@ -274,6 +288,7 @@ def sink_stats(patterns: Tensor, values: list[Tensor], W_O: list[Tensor], resids
     norms, ratios = zip(*[stream_stats(r, distinct if i == 0 else None) for i, r in enumerate(resids)])
     return {
         "sink_rate": sink_rate(alpha, epsilon),
+        "sink_rate_choice": sink_rate(choice_importance(patterns), epsilon),
         "importance": alpha.mean(1),
         "readout_mass": readout,
         "eq_share": readout[..., -1].clone(),
@@ -299,14 +314,15 @@ def attention_sparsity(ctx: ProbeContext) -> dict[str, Any]:
     return sparsity_stats(_patterns(ctx))
 
 
-@probe("attention.sinks", version=1)
+@probe("attention.sinks", version=2)
 def attention_sinks(ctx: ProbeContext) -> dict[str, Any]:
     """Sink rate and key importance of Gu et al. 2025 (arXiv:2410.10781), readout attention mass per
     position and its share on ``=``, value drain ‖v_k W_O‖, residual norms and the massive-activation
     ratio max|h| / median|h| of Sun et al. 2024 (arXiv:2402.17762).
 
     See :func:`sink_stats`. On the 3-token tasks ``sink_rate`` is 100% whenever ε < 1/3 (see
-    :func:`sink_rate`); ``readout_mass`` / ``eq_share`` carry the informative part."""
+    :func:`sink_rate`); ``sink_rate_choice`` (:func:`choice_importance`, query 0 left out),
+    ``readout_mass`` and ``eq_share`` carry the informative part."""
     cache, n_layers = ctx.cache, ctx.model.cfg.n_layers
     return sink_stats(
         _patterns(ctx),

@@ -17,7 +17,8 @@ from probes.registry import ProbeContext
 
 SPARSITY = {"entropy", "entropy_norm", "eff_tokens", "ipr", "max_weight", "gini", "entropy_pct", "eff_tokens_pct",
             "readout_entropy", "readout_eff_tokens"}
-SINKS = {"sink_rate", "importance", "readout_mass", "eq_share", "value_drain", "resid_norm", "massive_ratio"}
+SINKS = {"sink_rate", "sink_rate_choice", "importance", "readout_mass", "eq_share", "value_drain", "resid_norm",
+         "massive_ratio"}
 
 
 def causal_uniform(size: int) -> torch.Tensor:
@@ -118,6 +119,20 @@ def test_three_token_sink_rate_is_degenerate():
     alpha = A.key_importance(pattern)
     assert alpha[..., 0].min() >= 1 / 3 - 1e-12
     assert A.sink_rate(alpha, 0.3) == 100.0
+
+
+def test_choice_sink_rate_leaves_out_the_forced_query():
+    """Queries 1 and 2 put (0.9, 0.8) on key 0 in head 0 and (0.1, 0.2) in head 1: only head 0 is a sink."""
+    pattern = torch.zeros(2, 3, 3)  # [H, q, k]
+    pattern[:, 0, 0] = 1.0
+    pattern[0, 1] = torch.tensor([0.9, 0.1, 0.0])
+    pattern[0, 2] = torch.tensor([0.8, 0.1, 0.1])
+    pattern[1, 1] = torch.tensor([0.1, 0.9, 0.0])
+    pattern[1, 2] = torch.tensor([0.2, 0.4, 0.4])
+    alpha = A.choice_importance(pattern)
+    torch.testing.assert_close(alpha, torch.tensor([[0.85, 0.1, 0.1], [0.15, 0.65, 0.4]]))
+    assert A.sink_rate(alpha, 0.3) == 50.0
+    assert A.sink_rate(A.key_importance(pattern), 0.3) == 100.0, "the plain rate counts both"
 
 
 def test_percentiles_are_nearest_rank_order_statistics():

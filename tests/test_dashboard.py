@@ -305,6 +305,8 @@ def test_attention_patterns_and_series(monkeypatch, probed_run):
                                sp["eff_tokens"][:, 0, 1, 2], rtol=1e-6)
     _, v = scalar(run, "attention.sinks", "sink_rate")
     np.testing.assert_allclose(trace(chart(at, "Sink rate"), "sink rate")[1], v)
+    _, v = scalar(run, "attention.sinks", "sink_rate_choice")
+    np.testing.assert_allclose(trace(chart(at, "Sink rate"), "sink rate, query 0 left out")[1], v)
     _, sinks = arrays(run, "attention.sinks")
     np.testing.assert_allclose(trace(chart(at, "Value drain"), "key =")[1],
                                sinks["value_drain"][:, 0, :, 2].mean(1), rtol=1e-6)

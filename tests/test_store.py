@@ -17,17 +17,17 @@ def test_flipped_byte_is_detected_and_named(run):
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(CorruptCheckpointError, match="step_00000020.safetensors.*SHA-256"):
+    with pytest.raises(CorruptCheckpointError, match=r"step_00000020\.safetensors.*SHA-256"):
         run.state_dict_at(20)
 
 
 def test_truncated_and_missing_files_are_named(run):
     path = run.path / "weights" / "step_00000040.safetensors"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CorruptCheckpointError, match="step_00000040.safetensors.*truncated"):
+    with pytest.raises(CorruptCheckpointError, match=r"step_00000040\.safetensors.*truncated"):
         run.model_at(40)
     (run.path / "weights" / "step_00000060.safetensors").unlink()
-    with pytest.raises(CorruptCheckpointError, match="step_00000060.safetensors.*missing"):
+    with pytest.raises(CorruptCheckpointError, match=r"step_00000060\.safetensors.*missing"):
         run.state_dict_at(60)
 
 
@@ -80,5 +80,5 @@ def test_checkpoint_written_but_not_in_manifest_is_ignored(run):
 
 def test_corrupt_state_is_refused_for_resume(run):
     (run.path / "state" / "state.safetensors").write_bytes(b"x")
-    with pytest.raises(CorruptCheckpointError, match="state.safetensors"):
+    with pytest.raises(CorruptCheckpointError, match=r"state\.safetensors"):
         run.load_state()
