@@ -271,22 +271,24 @@ class Transformer(HookedRootModule):
         * the last block's queries, MLP and unembedding run at the last position only;
         * layer 0's residual input is ``W_E[tok] + W_pos[pos]``, a function of
           (token, position), so its queries, keys and values are computed once per
-          vocabulary entry and position ([s, v, h, e] tables, v ≪ b) and gathered.
+          vocabulary entry and position ([s, v, h, e] tables, v ≪ b); with one layer,
+          every possible readout score q·k is one entry of a [v, s, v, h] table, so the
+          batch gathers scalar scores and value vectors instead of computing them.
 
         Hooks do not fire here; use :meth:`forward` / ``run_with_cache`` for analysis.
         """
         blocks, n = self.blocks, tokens.shape[1]
         last = blocks[-1]
         if len(blocks) == 1:
-            resid_last, q, k, v = self._layer0_gather(tokens)
+            resid_last, scores, v = self._layer0_gather(tokens)
         else:
             resid = self.embed.W_E[tokens] + self.pos_embed.W_pos[:n]
             for block in blocks[:-1]:
                 resid = block(resid)
             resid_last, x = resid[:, -1], last.ln1_(resid)
             q, k, v = last.attn._proj(x[:, -1], "Q"), last.attn._proj(x, "K"), last.attn._proj(x, "V")
-        # q [b, h, e]; k, v [b, s, h, e]. Elementwise products beat tiny batched matmuls here.
-        scores = (q[:, None] * k).sum(-1) / math.sqrt(self.cfg.d_head)  # [b, s, h]
+            # elementwise products beat tiny batched matmuls here
+            scores = (q[:, None] * k).sum(-1) / math.sqrt(self.cfg.d_head)  # [b, s, h]
         z = (scores.softmax(1)[..., None] * v).sum(1)  # [b, h, e]
         attn_out = z.flatten(1) @ last.attn.W_O.flatten(0, 1)  # [b, d]
         if self.cfg.attn_bias:
@@ -298,20 +300,26 @@ class Transformer(HookedRootModule):
             resid_last = self.ln_final(resid_last)
         return self.unembed(resid_last)
 
-    def _layer0_gather(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Layer 0 inputs from per-(position, token) tables: the last position's residual
-        [b, d] and query [b, h, e], and keys and values [b, s, h, e] at every position."""
+    def _layer0_gather(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Layer 0 from per-(position, token) tables: the last position's residual [b, d],
+        its attention scores [b, s, h] and the values [b, s, h, e].
+
+        The readout query depends only on the last token and each key only on (position,
+        token), so every possible score is one entry of a [v, s, v, h] table (v = d_vocab),
+        computed once per step and gathered as scalars."""
         b, n = tokens.shape
         cfg, attn = self.cfg, self.blocks[0].attn
         resid0 = self.embed.W_E[None] + self.pos_embed.W_pos[:n, None]  # [s, v, d]
         x = self.blocks[0].ln1_(resid0)
-        kv_tab = torch.cat([attn._proj(x, "K"), attn._proj(x, "V")], dim=-1)  # [s, v, h, 2e]
-        last_tab = torch.cat([resid0[n - 1], attn._proj(x[n - 1], "Q").flatten(1)], dim=-1)
+        q_tab = attn._proj(x[n - 1], "Q")  # [v, h, e]  (query at the last position)
+        k_tab, v_tab = attn._proj(x, "K"), attn._proj(x, "V")  # [s, v, h, e]
+        score_tab = torch.einsum("uhe,svhe->usvh", q_tab, k_tab) / math.sqrt(cfg.d_head)  # [v, s, v, h]
         # F.embedding: its backward is a dense index-add, much cheaper than advanced indexing's
-        flat = tokens + torch.arange(n, device=tokens.device) * cfg.d_vocab  # [b, s]
-        k, v = F.embedding(flat, kv_tab.flatten(0, 1).flatten(1)).view(b, n, cfg.n_heads, -1).chunk(2, -1)
-        resid_last, q = F.embedding(tokens[:, -1], last_tab).split([cfg.d_model, cfg.n_heads * cfg.d_head], -1)
-        return resid_last, q.view(b, cfg.n_heads, cfg.d_head), k, v
+        pos_tok = tokens + torch.arange(n, device=tokens.device) * cfg.d_vocab  # [b, s] index into (s, v)
+        scores = F.embedding(pos_tok + tokens[:, -1:] * (n * cfg.d_vocab), score_tab.reshape(-1, cfg.n_heads))
+        v = F.embedding(pos_tok, v_tab.flatten(2).flatten(0, 1)).view(b, n, cfg.n_heads, cfg.d_head)
+        resid_last = F.embedding(tokens[:, -1], resid0[n - 1])
+        return resid_last, scores, v
 
     # ---------------------------------------------------------------- helpers
     @property
