@@ -14,7 +14,6 @@ Small results use ``st.cache_data`` (copied on every read); models and large arr
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import warnings
@@ -26,7 +25,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
+import probes
 from interp.store import Run, StoreError, grok_steps
+from probes import phases as phases_api
 
 CREATE_HINT = "grokscope train --preset demo"
 Sig = tuple
@@ -151,50 +152,21 @@ def metric_series(path: str, sig: Sig, column: str, max_points: int = 2000) -> p
 
 
 # ------------------------------------------------------------------ probes
-PROBE_MODULES = ("probes.fourier", "probes.progress", "probes.attention")
-
-
-def probes_module():
-    """The probes API (``probes.run``, ``load``, ``load_arrays``, ``status``): from ``probes``
-    itself, or from ``probes.runner`` while the package does not re-export it."""
-    import probes
-
-    for name in PROBE_MODULES:  # register the built-in probes even if the package does not import them
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-    if hasattr(probes, "load_arrays"):
-        return probes
-    try:
-        return importlib.import_module("probes.runner")
-    except ImportError:
-        return probes
-
-
-def has_probes_api() -> bool:
-    p = probes_module()
-    return all(hasattr(p, name) for name in ("run", "load", "load_arrays", "status"))
-
-
 @st.cache_data(max_entries=32, show_spinner=False)
 def probe_status(path: str, manifest: Sig, probes_sig: Sig) -> dict | None:
-    """``probes.status(run)``: which (probe, step) pairs are missing; None without the probes API."""
-    if not has_probes_api():
-        return None
-    return probes_module().status(Run.open(path))
+    """``probes.status(run)``: which (probe, step) pairs are missing."""
+    return probes.status(Run.open(path))
 
 
 def compute_probes(path: str, on_progress=None, chunks: int = 20) -> int:
     """Compute the missing default probes of a run, ``chunks`` batches of checkpoints at a time,
     calling ``on_progress(done, total)`` after each batch. Returns the number of checkpoints measured."""
-    api = probes_module()
     run = Run.open(path)
-    st_ = api.status(run)
+    st_ = probes.status(run)
     todo = sorted({s for p in st_["probes"].values() for s in p["missing"]})
     size = max(1, -(-len(todo) // chunks))
     for i in range(0, len(todo), size):
-        api.run(run, steps=todo[i:i + size], progress=False)
+        probes.run(run, steps=todo[i:i + size], progress=False)
         if on_progress is not None:
             on_progress(min(i + size, len(todo)), len(todo))
     return len(todo)
@@ -203,10 +175,10 @@ def compute_probes(path: str, on_progress=None, chunks: int = 20) -> int:
 @st.cache_data(max_entries=16, show_spinner=False)
 def probe_scalars(path: str, sig: Sig) -> pd.DataFrame:
     """Probe scalars, wide: one row per step, one column per ``probe/name``."""
-    if not has_probes_api() or not sig:
+    if not sig:
         return pd.DataFrame()
     try:
-        df = probes_module().load(Run.open(path))
+        df = probes.load(Run.open(path))
     except (FileNotFoundError, StoreError, KeyError):
         return pd.DataFrame()
     if df is None or not len(df):
@@ -219,10 +191,10 @@ def probe_scalars(path: str, sig: Sig) -> pd.DataFrame:
 @st.cache_resource(max_entries=64, show_spinner=False)
 def probe_arrays(path: str, probe: str, sig: Sig) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """``probes.load_arrays`` as NumPy (shared: do not modify); None when not computed."""
-    if not has_probes_api() or not sig:
+    if not sig:
         return None
     try:
-        got = probes_module().load_arrays(Run.open(path), probe)
+        got = probes.load_arrays(Run.open(path), probe)
     except (FileNotFoundError, StoreError, KeyError):
         return None
     if got is None:
@@ -266,16 +238,14 @@ class Phases:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def phases(path: str, metrics_sig: Sig, probes_sig: Sig) -> Phases:
-    """``probes.phases.detect(run)`` when available, else the memorization and grokking steps
-    from the metrics (``interp.store.grok_steps``)."""
+    """``probes.phases.detect(run)``; if it cannot decide (e.g. no test loss logged yet), the
+    memorization and grokking steps from the metrics (``interp.store.grok_steps``)."""
     run = Run.open(path)
     note = ""
     try:
-        ph = importlib.import_module("probes.phases").detect(run)
-        vals = {f: (None if getattr(ph, f, None) is None else int(getattr(ph, f))) for f in PHASE_FIELDS}
-        return Phases(**vals, source="probes.phases", rule=str(getattr(ph, "rule", "")))
-    except ImportError:
-        pass
+        ph = phases_api.detect(run)
+        vals = {f: (None if getattr(ph, f) is None else int(getattr(ph, f))) for f in PHASE_FIELDS}
+        return Phases(**vals, source="probes.phases", rule=ph.rule)
     except (StoreError, ValueError, KeyError, IndexError) as e:
         note = f" (probes.phases failed: {e})"
     g = grok_steps(run.metrics)
@@ -345,23 +315,6 @@ def _readout_from_cache(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torc
     pattern = torch.stack([cache["pattern", layer][:, :, -1, :].permute(1, 2, 0) for layer in range(n_layers)])
     post = None if model.cfg.attn_only else cache["post", n_layers - 1][:, -1, :]
     return pattern, post
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def param_changes(path: str, a: int, b: int, manifest: Sig) -> pd.DataFrame:
-    """Per-parameter change between checkpoints ``a`` and ``b``: norms, ‖ΔW‖,
-    relative change ‖ΔW‖/‖W_a‖ and cosine similarity of the flattened tensors."""
-    run = Run.open(path)
-    sa, sb = run.state_dict_at(a), run.state_dict_at(b)
-    rows = []
-    for name, wa in sa.items():
-        wb = sb[name]
-        xa, xb = wa.double().flatten(), wb.double().flatten()
-        na, nb, nd = xa.norm().item(), xb.norm().item(), (xb - xa).norm().item()
-        cos = (xa @ xb).item() / (na * nb) if na > 0 and nb > 0 else float("nan")
-        rows.append({"parameter": name, "shape": "×".join(map(str, wa.shape)), "‖W_a‖": na, "‖W_b‖": nb,
-                     "‖ΔW‖": nd, "relative change": nd / na if na > 0 else float("nan"), "cosine": cos})
-    return pd.DataFrame(rows)
 
 
 def clear_all() -> None:

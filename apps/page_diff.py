@@ -1,15 +1,13 @@
 """Checkpoint diff: what changed between two checkpoints of the run. Defaults to the checkpoints
-around the detected transition. Shows ``interp.diff.compare(...).to_html()`` inline when the diff
-module is installed, else a per-parameter change table computed directly from the weights."""
+around the detected transition. Shows the ``interp.diff.compare(...).to_html()`` report inline."""
 
 from __future__ import annotations
 
-import importlib
-
 import streamlit as st
 
-from apps import data, plots, ui
+from apps import data, ui
 from apps.state import Ctx, context, mark_corrupt, nearest
+from interp import diff
 from interp.store import CorruptCheckpointError, Run, StoreError
 
 
@@ -26,19 +24,11 @@ def default_pair(ctx: Ctx, phases: data.Phases) -> tuple[int, int]:
     return a, b
 
 
-def diff_module():
-    try:
-        diff = importlib.import_module("interp.diff")
-    except ImportError:
-        return None
-    return diff if hasattr(diff, "compare") else None
-
-
 @st.cache_data(max_entries=16, show_spinner="Comparing the checkpoints…")
 def report(path: str, a: int, b: int, manifest: data.Sig) -> str:
     """The HTML of ``interp.diff.compare((run, a), (run, b))`` (it opens with its own summary)."""
     run = Run.open(path)
-    return diff_module().compare((run, a), (run, b)).to_html()
+    return diff.compare((run, a), (run, b)).to_html()
 
 
 def embed(html: str) -> None:
@@ -50,17 +40,6 @@ def embed(html: str) -> None:
         import streamlit.components.v1 as components
 
         components.html(html, height=1400, scrolling=True)
-
-
-def change_table(ctx: Ctx, a: int, b: int) -> None:
-    df = data.param_changes(ctx.path, a, b, ctx.key.manifest)
-    st.dataframe(df, hide_index=True, key="diff_table",
-                 column_config={c: st.column_config.NumberColumn(format="%.4g")
-                                for c in ["‖W_a‖", "‖W_b‖", "‖ΔW‖", "relative change", "cosine"]})
-    fig = plots.bar(df["parameter"], df["relative change"], title=f"Relative change ‖ΔW‖/‖W_a‖, step {a} → {b}",
-                    x_title="parameter", y_title="‖ΔW‖ / ‖W_a‖ (ratio)",
-                    log_y=plots.spans_decades(df["relative change"]))
-    ui.chart(fig, "diff_relative_change")
 
 
 def render() -> None:
@@ -79,17 +58,11 @@ def render() -> None:
         st.info("Pick two different checkpoints.")
         return
     try:
-        if diff_module() is not None:
-            embed(report(ctx.path, a, b, ctx.key.manifest))
-        else:
-            st.caption("`interp.diff` is not installed: per-parameter changes computed from the weights.")
-            change_table(ctx, a, b)
+        embed(report(ctx.path, a, b, ctx.key.manifest))
     except CorruptCheckpointError as e:
         mark_corrupt(ctx.path, a if str(e.path).endswith(f"{a:08d}.safetensors") else b, e)
     except StoreError as e:
         st.error(str(e))
-    except Exception as e:  # the report is someone else's code: keep the page, say what failed
-        st.error(f"The diff report failed ({type(e).__name__}): {e}")
 
 
 if __name__ == "__main__":

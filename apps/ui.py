@@ -41,10 +41,6 @@ def missing_probes(ctx: Ctx, names: Iterable[str]) -> list[str]:
 def need_probes(ctx: Ctx, names: Iterable[str], what: str) -> bool:
     """True when the probes ``names`` have results; otherwise explain and offer to compute them."""
     names = list(names)
-    if not data.has_probes_api():
-        st.info(f"{what} needs the probe cache, and this installation has no probes runner yet "
-                "(`probes.run`). The plots from the training metrics still work.")
-        return False
     missing = missing_probes(ctx, names)
     if not missing:
         stale_note(ctx)

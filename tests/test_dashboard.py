@@ -339,24 +339,6 @@ def test_diff_defaults_to_the_transition(monkeypatch, probed_run):
     assert f"@{run.steps[1]}" in at.get("iframe")[0].proto.srcdoc
 
 
-def test_diff_table_without_diff_module(monkeypatch, probed_run):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "interp.diff", None)  # `from interp import diff` raises ImportError
-    run = probed_run
-    at = goto(app(monkeypatch, run), "diff")
-    a, b = at.select_slider(key="diff_range").value
-    table = frame(at, "relative change").set_index("parameter")
-    wa, wb = run.state_dict_at(a)["embed.W_E"].double(), run.state_dict_at(b)["embed.W_E"].double()
-    row = table.loc["embed.W_E"]
-    assert row["‖ΔW‖"] == pytest.approx((wb - wa).norm().item(), rel=1e-9)
-    assert row["relative change"] == pytest.approx(((wb - wa).norm() / wa.norm()).item(), rel=1e-9)
-    cos = (wa.flatten() @ wb.flatten() / (wa.norm() * wb.norm())).item()
-    assert row["cosine"] == pytest.approx(cos, rel=1e-9)
-    bars = chart(at, "Relative change")["data"][0]
-    assert bars["x"] == table.index.tolist()
-
-
 # ------------------------------------------------------------------ compare
 def test_compare_overlays_runs(monkeypatch, probed_run, tiny_run, tmp_path):
     other = tmp_path / "other"
