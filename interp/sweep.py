@@ -505,26 +505,17 @@ def _key_freqs(run: Run, step: int, cache: dict[str, Any]) -> list[int] | None:
     return freqs
 
 
-def has_key_freqs() -> bool:
-    """Whether summaries include key frequencies (``probes.measure`` exists)."""
-    try:
-        import probes
-    except ImportError:
-        return False
-    return hasattr(probes, "measure")
-
-
 def summarize(path: str | os.PathLike, delay_factor: float = DELAY_FACTOR, key_freqs: bool = True) -> pd.DataFrame:
     """One row per member, written to ``SWEEP/summary.parquet``:
 
     name, run (its directory), the swept parameters, status, last_step, memorized_step (first
     step with train acc 100%), grokked_step (first step with test acc ≥ the config's
     grok_threshold, 99% by default; <NA>: did not grok), final train/test loss and accuracy,
-    key_freqs (final checkpoint's key frequencies, when ``probes.measure`` exists), wall_time
+    key_freqs (final checkpoint's key frequencies, unless ``key_freqs=False``), wall_time
     (s), stopped_early, outcome (:func:`classify`; ``unfinished`` for runs not complete).
     """
     sweep = Sweep.open(path)
-    use_kf = key_freqs and has_key_freqs()
+    use_kf = key_freqs
     cache_path = sweep.path / KEY_FREQS_CACHE
     cache = read_json(cache_path) if use_kf and cache_path.exists() else {}
     rows = []
@@ -649,8 +640,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     n = {a: int((df["action"] == a).sum()) for a in ("trained", "resumed", "skipped")}
     print(f"{out}: {len(df)} members ({n['trained']} trained, {n['resumed']} resumed, {n['skipped']} skipped); "
           f"{int(df['grokked'].sum())} grokked. Plots: grokscope sweep plot {out}")
-    if not has_key_freqs():
-        print("(key frequencies need probes.measure, which this install lacks)")
     return 0
 
 

@@ -87,11 +87,9 @@ def _probe_series(scalars: pd.DataFrame | None, key: tuple[str, str]) -> pd.Seri
 
 
 def _load_scalars(run: Run) -> pd.DataFrame | None:
-    """The run's cached probe scalars, or None when there are none (or no probe runner yet)."""
-    try:
-        from probes.runner import load
-    except ImportError:
-        return None
+    """The run's cached probe scalars, or None when there are none."""
+    from probes.runner import load
+
     try:
         df = load(run)
     except StoreError:

@@ -133,15 +133,12 @@ def test_local_pool_summary_matches_runs(pool_sweep):
             assert row[col] == pytest.approx(float(m[col].dropna().iloc[-1]), abs=0)
         assert row["wall_time"] == pytest.approx(float(m["wall_time"].iloc[-1]))
         assert row["outcome"] == sw.classify(g["memorized_step"], g["grokked_step"], BASE.eval_every)
-    if sw.has_key_freqs():  # probes.measure on the final checkpoint
-        import probes
+    import probes  # key frequencies: probes.measure on the final checkpoint
 
-        run = Run.open(out / "weight_decay=1")
-        is_key = np.asarray(probes.measure(run.model_at(60), run.task, names=["fourier.key_freqs"])
-                            ["fourier.key_freqs"]["is_key"])
-        assert list(df["key_freqs"].iloc[0]) == [int(k) for k in np.flatnonzero(is_key > 0.5) if k > 0]
-    else:
-        assert "key_freqs" not in df
+    run = Run.open(out / "weight_decay=1")
+    is_key = np.asarray(probes.measure(run.model_at(60), run.task, names=["fourier.key_freqs"])
+                        ["fourier.key_freqs"]["is_key"])
+    assert list(df["key_freqs"].iloc[0]) == [int(k) for k in np.flatnonzero(is_key > 0.5) if k > 0]
 
 
 def test_rerun_skips_finished_members(pool_sweep):
