@@ -38,7 +38,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,18 +65,6 @@ def batch_key(cfg: TrainConfig) -> tuple:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def create_run(cfg: TrainConfig, path: str | Path) -> Run:
-    """A new run directory with the same run.json as :func:`interp.train.train` writes."""
-    path = Path(path)
-    task = cfg.task()
-    return Run.create(path, {
-        "name": path.name, "config": cfg.to_dict(), "status": "created",
-        "split": {"data_seed": cfg.data_seed, "frac_train": cfg.frac_train, "train_idx": task.train_idx.tolist()},
-        "model": {"params": cfg.build_model().param_count()},
-        "checkpoint_schedule": checkpoint_steps(cfg),
-    })
 
 
 def start_step(run: Run) -> int:
@@ -128,7 +115,7 @@ class _Member:
 class BatchedTrainer:
     """Trains N models that share :func:`batch_key` and start step, in one vmapped computation.
 
-    ``runs`` are run directories created by :func:`create_run` (or interrupted runs with a
+    ``runs`` are run directories created by :func:`interp.train.create_run` (or interrupted runs with a
     saved state, all at the same step); :meth:`fit` trains each to its own ``n_steps`` (or
     early stop) and marks it complete. Finished models leave the batch.
     """

@@ -55,7 +55,8 @@ def bench_batched_gpu(n_members: int = 64, n_steps: int = 200, n_sequential: int
     name = f"sweep: batched {n_members} nanda members vs one at a time (GPU)"
     if not torch.cuda.is_available():
         return [row(f"{name}: skipped, no GPU", "no GPU", "x", "≥ 10", None)]
-    from interp.batched import BatchedTrainer, create_run
+    from interp.batched import BatchedTrainer
+    from interp.train import create_run
 
     cfg = preset("nanda").replace(n_steps=n_steps, ckpt_dense_until=0, ckpt_log_count=0, ckpt_every=n_steps)
     fracs = [0.2, 0.3, 0.4, 0.5]

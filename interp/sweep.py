@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from interp.store import DEFAULT_ROOT, Run, StoreError, atomic_write_json, atomic_write_parquet, grok_steps, read_json
 from interp.tasks import ConfigError
-from interp.train import PRESETS, TrainConfig, parse_field, preset, resume, train
+from interp.train import PRESETS, TrainConfig, create_run, parse_field, preset, resume, train
 
 _FIELDS = frozenset(TrainConfig.__dataclass_fields__)
 SWEEP_FILE = "sweep.json"
@@ -277,7 +277,7 @@ def train_members_batched(items: Sequence[tuple[str | os.PathLike, TrainConfig |
                           device: str | None = None, max_batch: int = 128, progress: bool = True) -> list[str]:
     """Train, resume or skip members, batching same-shape ones that continue from the same
     step (:class:`interp.batched.BatchedTrainer`); returns one action per item."""
-    from interp.batched import BatchedTrainer, batch_key, create_run, start_step
+    from interp.batched import BatchedTrainer, batch_key, start_step
 
     actions, groups = [], {}
     for path, config in items:

@@ -508,15 +508,21 @@ def train(config: TrainConfig, out: str | Path | None = None, *, root: str | Pat
           name: str | None = None, hooks: Sequence[Any] = (), progress: bool = True) -> Run:
     """Train a new run into ``out`` (or a fresh directory under ``root``) and return it."""
     path = Path(out) if out is not None else new_run_dir(root, name, config)
-    task = config.task()
-    run = Run.create(path, {
+    run = create_run(config, path, name=name)
+    return Trainer(config, run, hooks=hooks, progress=progress).fit()
+
+
+def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -> Run:
+    """A new, empty run directory: run.json with the config, the split, the parameter count and
+    the checkpoint schedule. Every trainer (this one, ``interp.batched``) starts runs here."""
+    path, task = Path(path), config.task()
+    return Run.create(path, {
         "name": name or path.name, "config": config.to_dict(), "status": "created",
         "split": {"data_seed": config.data_seed, "frac_train": config.frac_train,
                   "train_idx": task.train_idx.tolist()},
         "model": {"params": config.build_model().param_count()},
         "checkpoint_schedule": checkpoint_steps(config),
     })
-    return Trainer(config, run, hooks=hooks, progress=progress).fit()
 
 
 def resume(path: str | Path, *, n_steps: int | None = None, hooks: Sequence[Any] = (),

@@ -17,10 +17,9 @@ import interp.cli as cli
 from interp import Run, preset, train
 from interp import phase as ph
 from interp import sweep as sw
-from interp.batched import create_run
 from interp.store import METRIC_COLUMNS, grok_steps
 from interp.tasks import ConfigError
-from interp.train import Hook, resume
+from interp.train import Hook, create_run, resume
 
 #: a 60-step tiny config on p = 23 (conftest's ``short_config`` on a 4× smaller grid)
 BASE = preset("tiny").replace(p=23, n_steps=60, ckpt_dense_until=20, ckpt_log_count=5, ckpt_every=20)
