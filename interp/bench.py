@@ -119,12 +119,12 @@ def bench_preset(name: str, target_s: float, budget_note: str) -> list[dict]:
         t0 = time.perf_counter()
         run = train(preset(name), Path(tmp) / name, progress=False)
         total = time.perf_counter() - t0
-        m = run.metrics
+        m, n_ckpt = run.metrics, len(run.steps)
         g = grok_steps(m)
         grok_wall = float(m.loc[m.step == g["grokked_step"], "wall_time"].iloc[0]) if g["grokked_step"] else math.nan
     rows = [row(f"train: {name} grokked at step", g["grokked_step"] or math.nan, "step", budget_note,
                 g["grokked_step"] is not None),
-            row(f"train: {name} total wall time ({m.step.max()} steps, {len(run.steps)} checkpoints)", total, "s")]
+            row(f"train: {name} total wall time ({m.step.max()} steps, {n_ckpt} checkpoints)", total, "s")]
     if name == "demo":
         rows.append(row("train: demo wall time to ≥99% test acc", grok_wall, "s", f"≤ {target_s:.0f}",
                         grok_wall <= target_s))
