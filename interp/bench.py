@@ -160,12 +160,17 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _target(t) -> str:
+    """Sections give targets as text ("≤ 5") or as a number (an upper bound)."""
+    return "" if t is None else (f"≤ {t:g}" if isinstance(t, int | float) else str(t))
+
+
 def print_table(rows: list[dict]) -> None:
     w = max(len(r["name"]) for r in rows)
     print(f"{'benchmark':<{w}}  {'value':>10}  {'unit':<8}  {'target':<12}  ok")
     for r in rows:
-        ok = {True: "yes", False: "NO", None: ""}[r["ok"]]
-        print(f"{r['name']:<{w}}  {_fmt(r['value']):>10}  {r['unit']:<8}  {r['target']:<12}  {ok}")
+        ok = {True: "yes", False: "NO", None: ""}[r.get("ok")]
+        print(f"{r['name']:<{w}}  {_fmt(r['value']):>10}  {r['unit']:<8}  {_target(r.get('target')):<12}  {ok}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
     rows: list[dict] = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__, "threads": 2,
+            "quick": args.quick, "sections": names}
     for name in names:
         print(f"== {name}", flush=True)
         cmd = [sys.executable, "-m", "interp.bench", "--section", name] + (["--quick"] if args.quick else [])
@@ -193,15 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode or not lines:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             rows.append(row(f"{name}: FAILED ({tail[0][:100]})", math.nan, "", "", False))
+            out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
             continue
         section_rows = json.loads(lines[-1][len("BENCH_JSON "):])
-        print_table(section_rows)
         rows += section_rows
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__, "threads": 2,
-            "quick": args.quick}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))  # after each section: keep what ran
+        print_table(section_rows)
     print(f"\n== all sections ({out})")
     print_table(rows)
     return 0
