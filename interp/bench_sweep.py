@@ -42,11 +42,11 @@ def bench_pool(n_members: int = 8, n_steps: int = 300) -> list[dict]:
         t0 = time.perf_counter()
         sweep.run(cfg, grid, out=Path(tmp) / "pool", backend="local-pool", workers=workers, progress=False)
         pool = time.perf_counter() - t0
-    target = 0.7 * min(workers, n_members)
     return [
         row(f"sweep: {n_members} tiny members × {n_steps} steps, one after another", 60 * n_members / seq, "runs/min"),
         row(f"sweep: same, local pool ({workers} workers, start-up included)", 60 * n_members / pool, "runs/min"),
-        row("sweep: local pool / one after another", seq / pool, "x", f"≥ {target:.1f}", seq / pool >= target),
+        # the issue sets no target; at most min(workers, n_members)x, less the pool's start-up
+        row("sweep: local pool / one after another", seq / pool, "x"),
     ]
 
 
@@ -54,7 +54,7 @@ def bench_batched_gpu(n_members: int = 64, n_steps: int = 200, n_sequential: int
     """Member-steps/s of 64 models batched on the GPU against one model at a time."""
     name = f"sweep: batched {n_members} nanda members vs one at a time (GPU)"
     if not torch.cuda.is_available():
-        return [row(f"{name}: skipped, no GPU", "no GPU", "x", "≥ 10", None)]
+        return [row(f"{name}: skipped, no GPU", "no GPU", "x")]
     from interp.batched import BatchedTrainer
     from interp.train import create_run
 
@@ -78,7 +78,7 @@ def bench_batched_gpu(n_members: int = 64, n_steps: int = 200, n_sequential: int
     return [
         row(f"sweep: batched, {n_members} nanda members on {torch.cuda.get_device_name()}", batched, "member-steps/s"),
         row("sweep: one model at a time, same GPU", sequential, "member-steps/s"),
-        row(name, batched / sequential, "x", "≥ 10", batched / sequential >= 10),
+        row(name, batched / sequential, "x"),
     ]
 
 
