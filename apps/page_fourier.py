@@ -176,23 +176,13 @@ def render() -> None:
     for col, fig, key in [(c1, embed_heatmap(ctx), "fourier_embed_heatmap"),
                           (c2, key_freq_timeline(ctx), "fourier_key_freqs")]:
         with col:
-            if fig is None:
-                st.info(f"No results for `{key}` yet.")
-            else:
-                ui.chart(fig, key)
+            ui.chart(fig, key)
     c3, c4 = st.columns(2)
     with c3:
-        fig = gini_plot(ctx, phases)
-        if fig is None:
-            st.info("No Gini results yet.")
-        else:
-            ui.chart(fig, "fourier_gini")
+        ui.chart(gini_plot(ctx, phases), "fourier_gini", "No Gini results yet.")
     with c4:
-        fig = clock_pizza(ctx, phases)
-        if fig is None:
-            st.info("No `fourier.clock_pizza` results: compute the probes to see Clock vs Pizza.")
-        else:
-            ui.chart(fig, "fourier_clock_pizza")
+        ui.chart(clock_pizza(ctx, phases), "fourier_clock_pizza",
+                 "No `fourier.clock_pizza` results: compute the probes to see Clock vs Pizza.")
     st.subheader(f"Neuron clusters at step {ctx.step}")
     got = clusters(ctx)
     stats = None

@@ -89,10 +89,7 @@ def render() -> None:
     for col, conv in [(c1, "logit"), (c2, "act")]:
         with col:
             fig = loss_plot(ctx, conv, phases)
-            if fig is None:
-                st.info(f"No {CONVENTIONS[conv][0].lower()} results yet.")
-                continue
-            ui.chart(fig, f"progress_{conv}")
+            ui.chart(fig, f"progress_{conv}", f"No {CONVENTIONS[conv][0].lower()} results yet.")
             st.caption(CONVENTIONS[conv][1])
     fig_total, fig_per = weight_plots(ctx, phases)
     c3, c4 = st.columns(2)

@@ -16,8 +16,12 @@ from interp.store import CorruptCheckpointError, StoreError
 PLOTLY_CONFIG = {"displaylogo": False}
 
 
-def chart(fig: go.Figure, key: str) -> None:
-    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+def chart(fig: go.Figure | None, key: str, missing: str = "") -> None:
+    """Show ``fig``; where it is None (no results for it yet), say so with ``missing``."""
+    if fig is None:
+        st.info(missing or f"No results for `{key}` yet.")
+    else:
+        st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
 
 
 def header(title: str, ctx: Ctx, caption: str) -> None:
