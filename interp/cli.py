@@ -30,7 +30,7 @@ EXPECTED_ERRORS = (ConfigError, StoreError, UsageError, FileNotFoundError, NotAD
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from interp.train import preset, resume, train
+    from interp.train import parse_field, preset, resume, train
 
     if args.resume:
         if args.preset:
@@ -40,7 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             key, _, value = pair.partition("=")
             if key.strip() != "n_steps":
                 raise UsageError(f"--set {key}: only n_steps may change when resuming")
-            n_steps = int(value)
+            n_steps = parse_field("n_steps", value.strip())
         run = resume(args.resume, n_steps=n_steps, progress=not args.quiet)
     else:
         cfg = preset(args.preset or "nanda").with_overrides(args.set or [])

@@ -21,6 +21,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["train", "--set", "colour=red"], "colour: unknown config key"),
         (["train", "--set", "n_steps"], "expected key=value"),
         (["train", "--resume", "/nonexistent/run"], "no run directory at /nonexistent/run"),
+        (["train", "--resume", "/nonexistent/run", "--set", "n_steps=many"], "n_steps: expected int, got 'many'"),
+        (["train", "--resume", "/nonexistent/run", "--set", "lr=1"], "only n_steps may change when resuming"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(args, message, capsys):
