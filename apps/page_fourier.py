@@ -50,9 +50,8 @@ def key_freq_timeline(ctx: Ctx) -> go.Figure | None:
 
 
 def gini_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
-    series = {label: s for label, col in [("W_E", "fourier.embed/gini"), ("W_L = W_out·W_U", "fourier.logit_map/gini"),
-                                          ("W_U", "fourier.unembed/gini")]
-              if (s := ui.scalar(ctx, col)) is not None}
+    series = ui.scalars(ctx, [("W_E", "fourier.embed/gini"), ("W_L = W_out·W_U", "fourier.logit_map/gini"),
+                                  ("W_U", "fourier.unembed/gini")])
     if not series:
         return None
     fig = ui.time_plot(ctx, "Sparsity in the Fourier basis", "Gini coefficient (0..1)",
@@ -146,9 +145,8 @@ def logits_section(ctx: Ctx, phases: data.Phases) -> None:
                         x_title=FREQ_AXIS, y_title="coefficient α_k (logit units)")
         with c1:
             ui.chart(fig, "fourier_logit_coef")
-    series = {label: s for label, col in [("key frequencies", "fourier.logits/fve_key"),
-                                          ("all frequencies", "fourier.logits/fve_all")]
-              if (s := ui.scalar(ctx, col)) is not None}
+    series = ui.scalars(ctx, [("key frequencies", "fourier.logits/fve_key"),
+                                  ("all frequencies", "fourier.logits/fve_all")])
     if series:
         fig = ui.time_plot(ctx, "Logit variance explained by cos(w_k(a+b−c))", "fraction of variance", series,
                            log_y=False, phases=phases)
@@ -157,9 +155,8 @@ def logits_section(ctx: Ctx, phases: data.Phases) -> None:
 
 
 def clock_pizza(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
-    series = {label: s for label, col in [("gradient symmetricity", "fourier.clock_pizza/gradient_symmetricity"),
-                                          ("distance irrelevance", "fourier.clock_pizza/distance_irrelevance")]
-              if (s := ui.scalar(ctx, col)) is not None}
+    series = ui.scalars(ctx, [("gradient symmetricity", "fourier.clock_pizza/gradient_symmetricity"),
+                                  ("distance irrelevance", "fourier.clock_pizza/distance_irrelevance")])
     if not series:
         return None
     return ui.time_plot(ctx, "Clock vs Pizza (Zhong et al. 2023)", "measure (0..1)", series, log_y=False,

@@ -22,7 +22,7 @@ def loss_series(ctx: Ctx, conv: str) -> dict[str, pd.Series]:
     cols = [("train loss", "progress.loss/train_loss"), ("test loss", "progress.loss/test_loss"),
             ("restricted loss", f"progress.restricted/{conv}.restricted_loss"),
             ("excluded loss", f"progress.restricted/{conv}.excluded_loss")]
-    return {label: s for label, col in cols if (s := ui.scalar(ctx, col)) is not None}
+    return ui.scalars(ctx, cols)
 
 
 def loss_plot(ctx: Ctx, conv: str, phases: data.Phases) -> go.Figure | None:
@@ -62,9 +62,8 @@ def excluded_per_freq(ctx: Ctx) -> go.Figure | None:
 
 
 def li2_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
-    series = {label: s for label, col in [("‖∂L/∂F‖ hidden", "li2/grad_norm_hidden"),
-                                          ("energy share of key neurons", "li2/energy_key_share")]
-              if (s := ui.scalar(ctx, col)) is not None}
+    series = ui.scalars(ctx, [("‖∂L/∂F‖ hidden", "li2/grad_norm_hidden"),
+                                  ("energy share of key neurons", "li2/energy_key_share")])
     if not series:
         return None
     return ui.time_plot(ctx, "Li² signals (Tian 2025)", "value (gradient norm; share 0..1)", series, log_y=None,

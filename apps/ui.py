@@ -93,6 +93,11 @@ def scalar(ctx: Ctx, column: str) -> pd.Series | None:
     return df[column].dropna()
 
 
+def scalars(ctx: Ctx, columns: list[tuple[str, str]]) -> dict[str, pd.Series]:
+    """``{label: series}`` for each (label, ``probe/name``) that has results; missing ones left out."""
+    return {label: s for label, column in columns if (s := scalar(ctx, column)) is not None}
+
+
 def arrays(ctx: Ctx, probe: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     return data.probe_arrays(ctx.path, probe, ctx.key.probes)
 
