@@ -9,14 +9,14 @@ from apps import data, ui
 from apps.state import Ctx, context, mark_corrupt, nearest
 from interp import diff
 from interp.store import CorruptCheckpointError, Run, StoreError
+from probes.phases import transition_bounds
 
 
 def default_pair(ctx: Ctx, phases: data.Phases) -> tuple[int, int]:
     """(before, after) the transition: end of memorisation (else start of circuit formation) to the
     end of cleanup (else the grokking step, else the end of circuit formation), snapped to saved
     steps; the first and last checkpoints when no phase is known."""
-    start = next((s for s in (phases.memorization_end, phases.circuit_start) if s is not None), None)
-    end = next((s for s in (phases.cleanup_end, phases.grok_step, phases.circuit_end) if s is not None), None)
+    start, end = transition_bounds(phases)
     a = nearest(ctx.steps, start) if start is not None else ctx.steps[0]
     b = nearest(ctx.steps, end) if end is not None else ctx.steps[-1]
     if a >= b:

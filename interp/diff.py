@@ -145,8 +145,7 @@ def transition_steps(run: Run) -> tuple[int, int]:
         ph = phases.detect(run)
     except ValueError as e:  # e.g. a run with no logged test loss yet
         raise UsageError(f"{run.path}: cannot detect the phases: {e}") from None
-    start = next((s for s in (ph.memorization_end, ph.circuit_start) if s is not None), None)
-    end = next((s for s in (ph.cleanup_end, ph.grok_step, ph.circuit_end) if s is not None), None)
+    start, end = phases.transition_bounds(ph)
     if start is None or end is None:
         found = ", ".join(f"{k}={getattr(ph, k)}" for k in ("memorization_end", "circuit_start", "circuit_end",
                                                               "cleanup_end", "grok_step"))

@@ -56,6 +56,15 @@ class Phases:
         return asdict(self)
 
 
+def transition_bounds(phases: Any) -> tuple[int | None, int | None]:
+    """The steps just before and after the grokking transition, as the diff reports pick them: the end
+    of memorisation (else the start of circuit formation) and the end of clean-up (else the grokking
+    step, else the end of circuit formation). ``phases`` is any object with :class:`Phases`'s fields."""
+    start = next((s for s in (phases.memorization_end, phases.circuit_start) if s is not None), None)
+    end = next((s for s in (phases.cleanup_end, phases.grok_step, phases.circuit_end) if s is not None), None)
+    return start, end
+
+
 def _series(df: pd.DataFrame, col: str) -> pd.Series:
     """Column ``col`` indexed by step, NaNs dropped (test metrics are only logged every eval_every steps)."""
     if col not in df:
