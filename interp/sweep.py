@@ -48,7 +48,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -487,20 +486,16 @@ def classify(memorized_step: int | None, grokked_step: int | None, eval_every: i
     return GROKKING
 
 
-def _key_freqs(run: Run, step: int, cache: dict[str, Any]) -> list[int] | None:
-    """Key frequencies of the final checkpoint through ``probes.measure``; None without it."""
-    import probes
+def _key_freqs(run: Run, cache: dict[str, Any]) -> list[int]:
+    """The final checkpoint's key frequencies (``probes.runner.final_key_frequencies``), kept in the
+    sweep's cache by checkpoint hash so a re-summarised sweep does not recompute them."""
+    from probes.runner import final_key_frequencies, merged_params
 
-    measure = getattr(probes, "measure", None)
-    if measure is None:
-        return None
-    sha = run.checkpoint_hash(step)
+    sha = run.checkpoint_hash(run.steps[-1])
     hit = cache.get(run.path.name)
     if hit and hit.get("sha256") == sha:
         return hit["key_freqs"]
-    out = measure(run.model_at(step), run.task, names=["fourier.key_freqs"])
-    is_key = np.asarray(torch.as_tensor(out["fourier.key_freqs"]["is_key"]).cpu())
-    freqs = [int(k) for k in np.flatnonzero(is_key > 0.5) if k > 0]
+    freqs = final_key_frequencies(run, merged_params(None))
     cache[run.path.name] = {"sha256": sha, "key_freqs": freqs}
     return freqs
 
@@ -539,7 +534,7 @@ def summarize(path: str | os.PathLike, delay_factor: float = DELAY_FACTOR, key_f
                           if complete else UNFINISHED)
         if use_kf and complete and r.steps:
             try:
-                row["key_freqs"] = _key_freqs(r, r.steps[-1], cache)
+                row["key_freqs"] = _key_freqs(r, cache)
             except Exception as e:  # a probe failure must not lose the summary
                 warnings.warn(f"{m.name}: key frequencies not computed: {e}", stacklevel=2)
         rows.append(row)

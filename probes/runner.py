@@ -97,13 +97,17 @@ def final_key_frequencies(run: Run, params: dict[str, Any]) -> list[int]:
     raise StoreError(f"{run.path} has no readable checkpoint")
 
 
-def run_params(run: Run, params: dict[str, Any] | None, key_freqs: str | Iterable[int]) -> dict[str, Any]:
-    """The full parameter dict for probing ``run``: defaults, then ``params``, then the
-    run-level ``key_freqs``: "final" (the last checkpoint's key frequencies, the default),
-    "checkpoint" (each checkpoint's own) or an explicit list of frequencies."""
+def run_params(run: Run, params: dict[str, Any] | None, key_freqs: str | Iterable[int],
+               specs: list[ProbeSpec]) -> dict[str, Any]:
+    """The full parameter dict for probing ``run`` with ``specs``: defaults, then ``params``, then
+    the run-level ``key_freqs``: "final" (the last checkpoint's key frequencies, the default),
+    "checkpoint" (each checkpoint's own) or an explicit list of frequencies. The final
+    checkpoint is only measured when one of ``specs`` uses ``key_freqs``."""
     merged = merged_params(params)
     if params and params.get("key_freqs") is not None:
         return merged
+    if not any("key_freqs" in spec.uses for spec in specs):
+        return merged  # no probe reads it, and it is not part of their cache keys
     if key_freqs == "final":
         merged["key_freqs"] = final_key_frequencies(run, merged) if run.manifest else None
     elif key_freqs == "checkpoint":
@@ -294,8 +298,8 @@ def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps:
     skipping (probe, step) pairs already cached, and return the scalars of those probes and steps
     (long format: step, probe, name, value). Corrupt checkpoints are skipped with a warning.
     ``key_freqs`` fixes the frequencies of the progress measures (see :func:`run_params`)."""
-    run = _open(run)
-    specs, params = resolve(names), run_params(_open(run), params, key_freqs)
+    run, specs = _open(run), resolve(names)
+    params = run_params(run, params, key_freqs, specs)
     manifest = run.manifest
     steps = sorted(manifest) if steps is None else _check_steps(run, steps, manifest)
     cache = ProbeCache(run.path / "probes")
@@ -359,7 +363,8 @@ def status(run: Run | str | os.PathLike, names: Iterable[str] | None = None,
     "" (up to date), "not computed", "probe version changed", "params changed" or
     "checkpoints changed or not yet computed"."""
     run = _open(run)
-    specs, params = resolve(names), run_params(run, params, key_freqs)
+    specs = resolve(names)
+    params = run_params(run, params, key_freqs, specs)
     index, manifest = read_index(run.path / "probes"), run.manifest
     steps = sorted(manifest)
     probes: dict[str, dict[str, Any]] = {}
