@@ -181,6 +181,52 @@ class MLP(nn.Module):
         post = self.hook_post(self.act(self.hook_pre(pre)))
         return affine(post, self.W_out, self.b_out if self.cfg.mlp_bias else None)
 
+    def forward_fast(self, x: Tensor) -> Tensor:  # [..., d] -> [..., d]
+        """:meth:`forward` without hooks, with ReLU applied in place to the fresh pre-activation
+        (no [b, d_mlp] copy; the matmul's backward does not need its output)."""
+        pre = affine(x, self.W_in, self.b_in if self.cfg.mlp_bias else None)
+        post = F.relu_(pre) if self.cfg.act_fn == "relu" else F.gelu(pre)
+        return affine(post, self.W_out, self.b_out if self.cfg.mlp_bias else None)
+
+
+class ReluMLPReadout(torch.autograd.Function):
+    """Training fast path's readout: ``logits = r W_U`` with ``r = x + relu(x W_in + b_in) W_out + b_out``,
+    x [b, d] -> logits [b, o], with a hand-written backward.
+
+    Same values and gradients as autograd through the plain ops (tested); it saves the
+    allocations autograd would make (a ReLU output, a threshold-backward buffer, the residual
+    sum's gradient copies) by applying the ReLU in place, folding the residual into the
+    ``addmm`` accumulators and masking the hidden gradient in place. Biases may be ``None``.
+    ``generate_vmap_rule`` lets ``torch.func`` (``interp.batched``) vmap and differentiate it.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, W_in, b_in, W_out, b_out, W_U):  # noqa: ANN001, ANN205
+        h = (x @ W_in if b_in is None else torch.addmm(b_in, x, W_in)).relu_()  # [b, m]
+        r = torch.addmm(x, h, W_out)  # [b, d]: residual + MLP out
+        if b_out is not None:
+            r = r + b_out
+        return r @ W_U, h, r
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN205
+        x, W_in, b_in, W_out, b_out, W_U = inputs
+        _, h, r = output
+        ctx.mark_non_differentiable(h, r)
+        ctx.save_for_backward(x, W_in, W_out, W_U, h, r)
+        ctx.has_b_in, ctx.has_b_out = b_in is not None, b_out is not None
+
+    @staticmethod
+    def backward(ctx, g, _gh, _gr):  # noqa: ANN001, ANN205
+        x, W_in, W_out, W_U, h, r = ctx.saved_tensors
+        g_r = g @ W_U.T  # [b, d]
+        g_h = (g_r @ W_out.T).masked_fill_(h == 0, 0)  # [b, m], ReLU' in place
+        g_x = torch.addmm(g_r, g_h, W_in.T)  # residual gradient folded in
+        return (g_x, x.T @ g_h, g_h.sum(0) if ctx.has_b_in else None, h.T @ g_r,
+                g_r.sum(0) if ctx.has_b_out else None, r.T @ g)
+
 
 class TransformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -273,7 +319,9 @@ class Transformer(HookedRootModule):
           (token, position), so its queries, keys and values are computed once per
           vocabulary entry and position ([s, v, h, e] tables, v ≪ b); with one layer,
           every possible readout score q·k is one entry of a [v, s, v, h] table, so the
-          batch gathers scalar scores and value vectors instead of computing them.
+          batch gathers scalar scores and value vectors instead of computing them;
+        * without LayerNorm and with ReLU, MLP and unembedding run as one
+          :class:`ReluMLPReadout` with a hand-written, allocation-saving backward.
 
         Hooks do not fire here; use :meth:`forward` / ``run_with_cache`` for analysis.
         """
@@ -290,13 +338,18 @@ class Transformer(HookedRootModule):
             # elementwise products beat tiny batched matmuls here
             scores = (q[:, None] * k).sum(-1) / math.sqrt(self.cfg.d_head)  # [b, s, h]
         z = (scores.softmax(1)[..., None] * v).sum(1)  # [b, h, e]
-        attn_out = z.flatten(1) @ last.attn.W_O.flatten(0, 1)  # [b, d]
+        resid_last = torch.addmm(resid_last, z.flatten(1), last.attn.W_O.flatten(0, 1))  # + attn_out [b, d]
         if self.cfg.attn_bias:
-            attn_out = attn_out + last.attn.b_O
-        resid_last = resid_last + attn_out
-        if not self.cfg.attn_only:
-            resid_last = resid_last + last.mlp(last.ln2_(resid_last))
-        if self.cfg.layernorm:
+            resid_last = resid_last + last.attn.b_O
+        cfg = self.cfg
+        if not cfg.attn_only and not cfg.layernorm and cfg.act_fn == "relu":
+            mlp = last.mlp
+            b_in, b_out = (mlp.b_in, mlp.b_out) if cfg.mlp_bias else (None, None)
+            logits = ReluMLPReadout.apply(resid_last, mlp.W_in, b_in, mlp.W_out, b_out, self.unembed.W_U)[0]
+            return logits + self.unembed.b_U if cfg.unembed_bias else logits
+        if not cfg.attn_only:
+            resid_last = resid_last + last.mlp.forward_fast(last.ln2_(resid_last))
+        if cfg.layernorm:
             resid_last = self.ln_final(resid_last)
         return self.unembed(resid_last)
 
