@@ -14,7 +14,6 @@ Small results use ``st.cache_data`` (copied on every read); models and large arr
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -258,14 +257,16 @@ def model_at(path: str, step: int, manifest: Sig):
     return Run.open(path).model_at(step)
 
 
-def _grid(path: str, step: int, manifest: Sig, mlp: bool) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+def _grid(path: str, step: int, manifest: Sig) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """[L, H, 3, p²] attention of the ``=`` query and the last MLP layer's activations at ``=`` [p², d_mlp]
+    (None for attention-only models), from one ``Transformer.readout_cache`` over the grid."""
     model = model_at(path, step, manifest)
     task = Run.open(path).task
     with torch.no_grad():
-        if model.cfg.n_layers == 1:
-            pattern, post = readout_forward(model, task.inputs, mlp=mlp)
-        else:
-            pattern, post = _readout_from_cache(model, task.inputs)
+        _, cache = model.readout_cache(task.inputs)
+    n_layers = model.cfg.n_layers
+    pattern = torch.stack([cache["pattern", layer][:, :, -1, :].permute(1, 2, 0) for layer in range(n_layers)])
+    post = None if model.cfg.attn_only else cache["post", n_layers - 1][:, -1, :]
     return pattern, post, task.p
 
 
@@ -273,48 +274,15 @@ def _grid(path: str, step: int, manifest: Sig, mlp: bool) -> tuple[torch.Tensor,
 def attention_patterns(path: str, step: int, manifest: Sig) -> np.ndarray:
     """[L, H, 3, p, p] attention from the ``=`` query to keys a, b, ``=`` at ``step``, indexed by (a, b)
     (about 0.6 MB for p = 113 and 4 heads, so many steps stay cached)."""
-    pattern, _, p = _grid(path, step, manifest, mlp=False)
+    pattern, _, p = _grid(path, step, manifest)
     return pattern.reshape(*pattern.shape[:3], p, p).float().numpy()
 
 
 @st.cache_resource(max_entries=4, show_spinner="Running the model over the p×p grid…")
 def mlp_acts(path: str, step: int, manifest: Sig) -> np.ndarray | None:
     """[p, p, d_mlp] last-layer MLP activations at ``=`` at ``step`` (None for attention-only models)."""
-    _, post, p = _grid(path, step, manifest, mlp=True)
+    _, post, p = _grid(path, step, manifest)
     return None if post is None else post.reshape(p, p, -1).float().numpy()
-
-
-def readout_forward(model, tokens: torch.Tensor, mlp: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One-layer models: the attention pattern of the ``=`` query [1, H, 3, N] and the MLP
-    activations at ``=`` [N, d_mlp] (None when ``mlp`` is False or the model has no MLP), computing
-    the block at the last position only (the MLP at positions a and b, which the full forward also
-    runs, is most of its cost). Equal to the corresponding entries of ``model.run_with_cache(tokens)``
-    (tested)."""
-    block, attn = model.blocks[0], model.blocks[0].attn
-    resid = model.embed(tokens) + model.pos_embed(tokens)  # [N, 3, d]
-    x = block.ln1_(resid)
-    q = attn._proj(x[:, -1], "Q")  # [N, H, e]
-    k, v = attn._proj(x, "K"), attn._proj(x, "V")  # [N, 3, H, e]
-    pattern = (torch.einsum("nhe,nkhe->nhk", q, k) / math.sqrt(model.cfg.d_head)).softmax(-1)  # [N, H, 3]
-    if model.cfg.attn_only or not mlp:
-        return pattern.permute(1, 2, 0)[None], None
-    z = torch.einsum("nhk,nkhe->nhe", pattern, v)
-    resid_mid = resid[:, -1] + attn._out(z)
-    mlp = block.mlp
-    pre = block.ln2_(resid_mid) @ mlp.W_in
-    if model.cfg.mlp_bias:
-        pre = pre + mlp.b_in
-    return pattern.permute(1, 2, 0)[None], mlp.act(pre)
-
-
-def _readout_from_cache(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Deeper models: the same from ``run_with_cache`` (every position of every layer)."""
-    n_layers = model.cfg.n_layers
-    want = lambda name: name.endswith("attn.hook_pattern") or name == f"blocks.{n_layers - 1}.mlp.hook_post"
-    _, cache = model.run_with_cache(tokens, names_filter=want)
-    pattern = torch.stack([cache["pattern", layer][:, :, -1, :].permute(1, 2, 0) for layer in range(n_layers)])
-    post = None if model.cfg.attn_only else cache["post", n_layers - 1][:, -1, :]
-    return pattern, post
 
 
 def clear_all() -> None:

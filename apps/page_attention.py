@@ -108,8 +108,9 @@ def residual_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
     series = {}
     for layer in range(rn.shape[1]):
         where = "final" if layer == rn.shape[1] - 1 else f"resid_pre {layer}"
-        series[f"‖x_=‖ / mean(‖x_a‖, ‖x_b‖), {where}"] = pd.Series(rn[:, layer, 2] / rn[:, layer, :2].mean(1),
-                                                                      index=steps_arr)
+        if not np.isnan(rn[:, layer, :2]).all():  # the final stream is measured at `=` only
+            series[f"‖x_=‖ / mean(‖x_a‖, ‖x_b‖), {where}"] = pd.Series(rn[:, layer, 2] / rn[:, layer, :2].mean(1),
+                                                                          index=steps_arr)
         series[f"max|x| / median|x|, {where}"] = pd.Series(massive[:, layer], index=steps_arr)
     return ui.time_plot(ctx, "Residual stream: norm ratio and massive activations", "ratio", series, log_y=None,
                         phases=phases)

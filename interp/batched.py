@@ -46,6 +46,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from tqdm.auto import tqdm
 
 from interp.model import Transformer
+from interp.perf import reuse_freed_memory
 from interp.store import Run
 from interp.tasks import ConfigError
 from interp.train import Checkpointer, EarlyStop, MetricsLogger, TrainConfig, checkpoint_steps, lr_at
@@ -320,6 +321,7 @@ class BatchedTrainer:
 
     def fit(self) -> list[Run]:
         """Train every model to its end; returns the runs in the order given."""
+        reuse_freed_memory()
         runs = [mb.run for mb in self.members]
         self._t0 = time.perf_counter()
         for mb in self.members:

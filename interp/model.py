@@ -203,7 +203,7 @@ class ReluMLPReadout(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, W_in, b_in, W_out, b_out, W_U):  # noqa: ANN001, ANN205
+    def forward(x, W_in, b_in, W_out, b_out, W_U):
         h = (x @ W_in if b_in is None else torch.addmm(b_in, x, W_in)).relu_()  # [b, m]
         r = torch.addmm(x, h, W_out)  # [b, d]: residual + MLP out
         if b_out is not None:
@@ -211,7 +211,7 @@ class ReluMLPReadout(torch.autograd.Function):
         return r @ W_U, h, r
 
     @staticmethod
-    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN205
+    def setup_context(ctx, inputs, output):
         x, W_in, b_in, W_out, b_out, W_U = inputs
         _, h, r = output
         ctx.mark_non_differentiable(h, r)
@@ -219,7 +219,7 @@ class ReluMLPReadout(torch.autograd.Function):
         ctx.has_b_in, ctx.has_b_out = b_in is not None, b_out is not None
 
     @staticmethod
-    def backward(ctx, g, _gh, _gr):  # noqa: ANN001, ANN205
+    def backward(ctx, g, _gh, _gr):
         x, W_in, W_out, W_U, h, r = ctx.saved_tensors
         g_r = g @ W_U.T  # [b, d]
         g_h = (g_r @ W_out.T).masked_fill_(h == 0, 0)  # [b, m], ReLU' in place
@@ -307,6 +307,75 @@ class Transformer(HookedRootModule):
         out, cache_dict = super().run_with_cache(*args, **kwargs)
         return out, ActivationCache(cache_dict, self)
 
+    # ---------------------------------------------------------------- readout cache
+    def readout_cache(self, tokens: Tensor) -> tuple[Tensor, ActivationCache]:
+        """The analysis forward: (logits at the last position [b, o], ActivationCache), computing
+        what the last position's output and every attention pattern depend on, and no more.
+
+        Entries, with TL names (equal to ``run_with_cache``'s to 1e-5, tested):
+
+        * every layer: ``hook_resid_pre`` [b, s, d], ``attn.hook_v`` [b, s, h, e] and
+          ``attn.hook_pattern`` [b, h, s, s] (every query position);
+        * layers before the last: ``attn.hook_z``, ``hook_attn_out``, ``hook_resid_mid``,
+          ``mlp.hook_pre/post``, ``hook_mlp_out`` and ``hook_resid_post`` at every position;
+        * the last layer: the same at the last (readout) position only, with a position axis of
+          length 1 ([b, 1, ...]), so ``cache["post", -1][:, -1]`` works as on the full cache. The
+          last layer's MLP and unembedding at the other positions (most of the full forward's
+          cost) are never read by the model's output, so they are not computed.
+
+        Layer 0's queries, keys, values and every possible score come from per-(position, token)
+        tables as in :meth:`forward_last`. Hooks do not fire; use ``run_with_cache`` for interventions.
+        """
+        cfg, n_layers = self.cfg, len(self.blocks)
+        n = tokens.shape[1]
+        pos_tok = tokens + torch.arange(n, device=tokens.device) * cfg.d_vocab  # [b, s] into (s, v)
+        resid0, q_tab, k_tab, v_tab = self._layer0_tables(n)  # [s, v, ...]
+        resid = F.embedding(pos_tok, resid0.flatten(0, 1))  # [b, s, d]
+        mask = self.blocks[0].attn.mask[:n, :n]
+        cache: dict[str, Tensor] = {}
+        for layer, block in enumerate(self.blocks):
+            attn, name, last = block.attn, f"blocks.{layer}", layer == n_layers - 1
+            cache[f"{name}.hook_resid_pre"] = resid
+            if layer == 0:  # score table over (query pos, token) x (key pos, token): [(s v), (s v), h]
+                score_tab = torch.einsum("qhe,khe->qkh", q_tab.flatten(0, 1), k_tab.flatten(0, 1))
+                scores = score_tab[pos_tok[:, :, None], pos_tok[:, None, :]].permute(0, 3, 1, 2)  # [b, h, q, k]
+                v = v_tab.flatten(0, 1)[pos_tok]  # [b, s, h, e]
+            else:
+                x = block.ln1_(resid)
+                q, k, v = attn._proj(x, "Q"), attn._proj(x, "K"), attn._proj(x, "V")
+                scores = torch.einsum("bqhe,bkhe->bhqk", q, k)
+            scores = (scores / math.sqrt(cfg.d_head)).masked_fill_(~mask, float("-inf"))
+            # softmax by hand: torch.softmax over a size-3 innermost axis is ~4x slower on CPU
+            pattern = (scores - scores.amax(-1, keepdim=True)).exp_()
+            pattern = pattern.div_(pattern.sum(-1, keepdim=True))
+            cache[f"{name}.attn.hook_v"], cache[f"{name}.attn.hook_pattern"] = v, pattern
+            if last:  # from here on, the readout position only
+                pattern, resid = pattern[:, :, -1:], resid[:, -1:]
+            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+            attn_out = attn._out(z)
+            resid = resid + attn_out
+            cache[f"{name}.attn.hook_z"], cache[f"{name}.hook_attn_out"] = z, attn_out
+            if not cfg.attn_only:
+                mlp = block.mlp
+                cache[f"{name}.hook_resid_mid"] = resid
+                pre = affine(block.ln2_(resid), mlp.W_in, mlp.b_in if cfg.mlp_bias else None)
+                post = mlp.act(pre)
+                mlp_out = affine(post, mlp.W_out, mlp.b_out if cfg.mlp_bias else None)
+                resid = resid + mlp_out
+                cache.update({f"{name}.mlp.hook_pre": pre, f"{name}.mlp.hook_post": post,
+                              f"{name}.hook_mlp_out": mlp_out})
+            cache[f"{name}.hook_resid_post"] = resid
+        logits = self.unembed(self.ln_final(resid) if cfg.layernorm else resid)
+        return logits[:, -1], ActivationCache(cache, self)
+
+    def _layer0_tables(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Layer 0's input ``W_E[tok] + W_pos[pos]`` as a [s, v, d] table, and its queries, keys and
+        values [s, v, h, e]: layer 0 sees each (position, token) on its own."""
+        attn = self.blocks[0].attn
+        resid0 = self.embed.W_E[None] + self.pos_embed.W_pos[:n, None]  # [s, v, d]
+        x = self.blocks[0].ln1_(resid0)
+        return resid0, attn._proj(x, "Q"), attn._proj(x, "K"), attn._proj(x, "V")
+
     # ---------------------------------------------------------------- fast path
     def forward_last(self, tokens: Tensor) -> Tensor:
         """Training fast path: logits of the last position only, [b, s] -> [b, d_vocab_out].
@@ -361,11 +430,9 @@ class Transformer(HookedRootModule):
         token), so every possible score is one entry of a [v, s, v, h] table (v = d_vocab),
         computed once per step and gathered as scalars."""
         b, n = tokens.shape
-        cfg, attn = self.cfg, self.blocks[0].attn
-        resid0 = self.embed.W_E[None] + self.pos_embed.W_pos[:n, None]  # [s, v, d]
-        x = self.blocks[0].ln1_(resid0)
-        q_tab = attn._proj(x[n - 1], "Q")  # [v, h, e]  (query at the last position)
-        k_tab, v_tab = attn._proj(x, "K"), attn._proj(x, "V")  # [s, v, h, e]
+        cfg = self.cfg
+        resid0, q_tab, k_tab, v_tab = self._layer0_tables(n)  # [s, v, ...]
+        q_tab = q_tab[n - 1]  # [v, h, e]: the query at the last position
         score_tab = torch.einsum("uhe,svhe->usvh", q_tab, k_tab) / math.sqrt(cfg.d_head)  # [v, s, v, h]
         # F.embedding: its backward is a dense index-add, much cheaper than advanced indexing's
         pos_tok = tokens + torch.arange(n, device=tokens.device) * cfg.d_vocab  # [b, s] index into (s, v)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from interp.model import ModelConfig, Transformer
+from interp.perf import reuse_freed_memory
 from interp.store import DEFAULT_ROOT, METRIC_COLUMNS, Run, StoreError
 from interp.tasks import ConfigError, Task
 
@@ -464,6 +465,7 @@ class Trainer:
 
     def fit(self) -> Run:
         cfg = self.cfg
+        reuse_freed_memory()
         self._t0 = time.perf_counter()
         self.run.update_meta(status="running")
         self._call("on_train_start", self)

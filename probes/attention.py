@@ -278,14 +278,18 @@ def sink_stats(patterns: Tensor, values: list[Tensor], W_O: list[Tensor], resids
 
     patterns: [L, N, H, S, S]; values: per layer TL ``hook_v`` [N, S, H, e]; W_O: per layer
     [H, e, d]; resids: L + 1 residual streams [N, S, d] (each layer's ``hook_resid_pre``, then the
-    last layer's ``hook_resid_post``). ``tokens`` [N, S]: pass them when layer 0 sees each token
-    alone (true of grokscope's models) to evaluate layer 0's value drain and resid_pre once per
-    distinct (token, position) (:class:`Distinct`); the results are the same."""
+    last layer's ``hook_resid_post``, which may hold the readout position only, [N, 1, d], as in
+    ``Transformer.readout_cache``: its ``resid_norm`` at the other positions is then NaN and its
+    ``massive_ratio`` is over the readout position). ``tokens`` [N, S]: pass them when layer 0
+    sees each token alone (true of grokscope's models) to evaluate layer 0's value drain and
+    resid_pre once per distinct (token, position) (:class:`Distinct`); the results are the same."""
     alpha = key_importance(patterns)  # [L, N, H, S]
     readout = patterns[..., -1, :].mean(1)  # [L, H, S]
     distinct = None if tokens is None else Distinct.of(tokens)
     drain = [value_drain(v, w, distinct if layer == 0 else None) for layer, (v, w) in enumerate(zip(values, W_O))]
     norms, ratios = zip(*[stream_stats(r, distinct if i == 0 else None) for i, r in enumerate(resids)])
+    size = patterns.shape[-1]  # positions a stream lacks (readout-only final stream) are NaN
+    norms = [torch.cat([n.new_full((size - len(n),), math.nan), n]) for n in norms]
     return {
         "sink_rate": sink_rate(alpha, epsilon),
         "sink_rate_choice": sink_rate(choice_importance(patterns), epsilon),
@@ -314,7 +318,7 @@ def attention_sparsity(ctx: ProbeContext) -> dict[str, Any]:
     return sparsity_stats(_patterns(ctx))
 
 
-@probe("attention.sinks", version=2)
+@probe("attention.sinks", version=3)
 def attention_sinks(ctx: ProbeContext) -> dict[str, Any]:
     """Sink rate and key importance of Gu et al. 2025 (arXiv:2410.10781), readout attention mass per
     position and its share on ``=``, value drain ‖v_k W_O‖, residual norms and the massive-activation
@@ -322,7 +326,8 @@ def attention_sinks(ctx: ProbeContext) -> dict[str, Any]:
 
     See :func:`sink_stats`. On the 3-token tasks ``sink_rate`` is 100% whenever ε < 1/3 (see
     :func:`sink_rate`); ``sink_rate_choice`` (:func:`choice_importance`, query 0 left out),
-    ``readout_mass`` and ``eq_share`` carry the informative part."""
+    ``readout_mass`` and ``eq_share`` carry the informative part. The final residual stream is the
+    readout position's (``ctx.cache``): the last layer's outputs at a and b are never read."""
     cache, n_layers = ctx.cache, ctx.model.cfg.n_layers
     return sink_stats(
         _patterns(ctx),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from interp.perf import reuse_freed_memory
 from interp.store import Run
 from interp.train import TrainConfig, checkpoint_steps, preset
 from probes.registry import ProbeContext
@@ -58,6 +59,7 @@ def bench_one_checkpoint(repeats: int = 7) -> list[dict]:
     (forward included), then the median share of the forward and of each probe."""
     cfg = preset("nanda")
     model, task = cfg.build_model().eval(), cfg.task()
+    reuse_freed_memory()  # as probes.run and probes.measure do
     time_default_probes(model, task, 1)  # warm-up: caches of bases and index tables
     runs = time_default_probes(model, task, repeats)
     medians = {key: 1000 * statistics.median(r[key] for r in runs) for key in runs[0]}

@@ -8,9 +8,10 @@ Arrays must have the same shape at every checkpoint of a run (pad with NaN
 rather than returning variable-length results).
 
 The context runs the model's forward pass over the whole p×p grid at most once,
-lazily, and shares it (``ctx.cache``, an ``ActivationCache``) among all probes
-measuring that checkpoint. ``ctx.memo(key, fn)`` shares any other derived quantity
-(e.g. the key frequencies that the progress measures need).
+lazily, and shares it (``ctx.cache``, an ``ActivationCache`` from
+``Transformer.readout_cache``) among all probes measuring that checkpoint.
+``ctx.memo(key, fn)`` shares any other derived quantity (e.g. the key frequencies
+that the progress measures need).
 """
 
 from __future__ import annotations
@@ -113,18 +114,30 @@ class ProbeContext:
     @cached_property
     def _forward(self) -> tuple[Tensor, ActivationCache]:
         with torch.no_grad():
+            if hasattr(self.model, "readout_cache"):
+                return self.model.readout_cache(self.inputs)
             logits, cache = self.model.run_with_cache(self.inputs)
-        return logits, cache
+        return logits[:, -1], cache
 
     @property
     def cache(self) -> ActivationCache:
-        """Activations of the full forward over the p×p grid (computed once)."""
+        """Activations over the p×p grid, computed once: ``Transformer.readout_cache`` (every
+        attention pattern, value and residual input; the last layer's MLP and residual outputs at
+        the ``=`` position only, with a position axis of length 1, so index them ``[:, -1]``), or
+        ``run_with_cache`` for models without it. :attr:`full_cache` has every position."""
         return self._forward[1]
+
+    @cached_property
+    def full_cache(self) -> ActivationCache:
+        """``run_with_cache`` over the p×p grid: every hook at every position (several times the
+        cost of :attr:`cache`; for custom probes that need the last layer at positions a, b)."""
+        with torch.no_grad():
+            return self.model.run_with_cache(self.inputs)[1]
 
     @property
     def logits(self) -> Tensor:
         """[p*p, d_vocab_out] logits at the last (``=``) position."""
-        return self._forward[0][:, -1]
+        return self._forward[0]
 
     def memo(self, key: str, fn: Callable[[], Any]) -> Any:
         """Compute ``fn()`` once per checkpoint and share it between probes."""

@@ -34,6 +34,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 from tqdm.auto import tqdm
 
+from interp.perf import reuse_freed_memory
 from interp.store import Run, StoreError, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
 from interp.tasks import ConfigError, Task
 from probes.registry import DEFAULT_PARAMS, REGISTRY, RUN_LEVEL_PARAMS, ProbeContext, ProbeSpec, available
@@ -134,10 +135,12 @@ def _as_value(probe: str, name: str, value: Any) -> float | np.ndarray:
 
 
 def measure_context(ctx: ProbeContext, specs: list[ProbeSpec]) -> Results:
-    """Run each probe on one context: ``{probe: {name: float | ndarray}}``."""
+    """Run each probe on one context: ``{probe: {name: float | ndarray}}``. Probes run without
+    autograd; one that needs gradients opens ``torch.enable_grad()`` itself."""
     out: Results = {}
     for spec in specs:
-        raw = spec.fn(ctx)
+        with torch.no_grad():
+            raw = spec.fn(ctx)
         if not isinstance(raw, dict):
             raise TypeError(f"probe {spec.name}: returned {type(raw).__name__}, expected a dict of outputs")
         out[spec.name] = {str(k): _as_value(spec.name, str(k), v) for k, v in raw.items()}
@@ -147,6 +150,7 @@ def measure_context(ctx: ProbeContext, specs: list[ProbeSpec]) -> Results:
 def measure(model: Any, task: Task, names: Iterable[str] | None = None,
             params: dict[str, Any] | None = None) -> Results:
     """Probe a model held in memory (nothing is cached): ``{probe: {name: float | ndarray}}``."""
+    reuse_freed_memory()
     ctx = ProbeContext(model=model, task=task, params=merged_params(params))
     return measure_context(ctx, resolve(names))
 
@@ -298,6 +302,7 @@ def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps:
     skipping (probe, step) pairs already cached, and return the scalars of those probes and steps
     (long format: step, probe, name, value). Corrupt checkpoints are skipped with a warning.
     ``key_freqs`` fixes the frequencies of the progress measures (see :func:`run_params`)."""
+    reuse_freed_memory()
     run, specs = _open(run), resolve(names)
     params = run_params(run, params, key_freqs, specs)
     manifest = run.manifest

@@ -480,26 +480,6 @@ def test_downsampling_keeps_ends_and_bounds_points():
     np.testing.assert_array_equal(data.downsample_index(50, 2000), np.arange(50))
 
 
-@pytest.mark.parametrize("overrides", [{}, {"layernorm": True, "attn_bias": True, "act_fn": "gelu"},
-                                       {"attn_only": True}, {"n_layers": 2}])
-def test_readout_forward_matches_run_with_cache(tiny_run, overrides):
-    """The dashboard's grid forward equals the model's full hooked forward."""
-    cfg = tiny_run.train_config.replace(**overrides)
-    model = cfg.build_model().eval()
-    tokens = cfg.task().inputs
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens)
-        fast = data.readout_forward if cfg.n_layers == 1 else data._readout_from_cache
-        pattern, post = fast(model, tokens)
-    n = cfg.n_layers
-    want = torch.stack([cache["pattern", layer][:, :, -1, :].permute(1, 2, 0) for layer in range(n)])
-    torch.testing.assert_close(pattern, want, rtol=1e-5, atol=1e-6)
-    if cfg.attn_only:
-        assert post is None
-    else:
-        torch.testing.assert_close(post, cache["post", n - 1][:, -1, :], rtol=1e-5, atol=1e-5)
-
-
 def test_new_checkpoint_without_probe_results_is_offered(monkeypatch, probed_run, tmp_path):
     """A run still training: a checkpoint newer than the probe cache is counted and can be computed."""
     live = tmp_path / "live"

@@ -86,3 +86,34 @@ def test_fast_path_float32_within_1e5():
 def test_invalid_model_config(kw, field):
     with pytest.raises(ConfigError, match=rf"^{field}:"):
         ModelConfig(d_vocab=8, d_vocab_out=7, **kw)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"layernorm": True, "attn_bias": True, "unembed_bias": True}, {"attn_only": True}, {"n_layers": 2},
+     {"n_layers": 3, "act_fn": "gelu", "mlp_bias": False, "layernorm": True}],
+)
+def test_readout_cache_equals_run_with_cache(kw):
+    """Every entry of the analysis forward equals the full hooked forward's (the last layer's at `=`)."""
+    m = make(**kw)
+    x = TASK.inputs
+    with torch.no_grad():
+        logits, full = m.run_with_cache(x)
+        readout_logits, cache = m.readout_cache(x)
+    assert torch.allclose(readout_logits, logits[:, -1], atol=1e-5, rtol=0)
+    last = m.cfg.n_layers - 1
+    expected = {f"blocks.{layer}.{name}" for layer in range(m.cfg.n_layers)
+                for name in ("hook_resid_pre", "attn.hook_v", "attn.hook_pattern", "attn.hook_z", "hook_attn_out",
+                             "hook_resid_post")}
+    if not m.cfg.attn_only:
+        expected |= {f"blocks.{layer}.{name}" for layer in range(m.cfg.n_layers)
+                     for name in ("hook_resid_mid", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out")}
+    assert set(cache.keys()) == expected
+    for name in expected:
+        want, got = full[name], cache[name]
+        if name.startswith(f"blocks.{last}.") and "pattern" not in name and "hook_v" not in name \
+                and "resid_pre" not in name:
+            assert got.shape[1] == 1, name  # the last layer past attention: readout position only
+            want = want[:, -1:]
+        assert got.shape == want.shape, name
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), name
