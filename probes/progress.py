@@ -241,13 +241,29 @@ def hidden_gradient_from_cache(model, post: Tensor, resid_mid: Tensor, labels: T
     return -grad
 
 
+def hidden_gradient_from_logits(model, logits: Tensor, labels: Tensor) -> Tensor:
+    """G_F = −∂L/∂F [n, d_mlp] as :func:`hidden_gradient`, for models without LayerNorm, from the
+    last-position logits [n, d_vocab_out]: the logits are F W_out W_U plus terms that do not depend
+    on F, and ∂L/∂logits = (softmax(logits) − Y)/n for the mean float64 cross-entropy (Y one-hot),
+    so G_F = −(softmax(logits) − Y) (W_out W_U)ᵀ / n: the same backward pass, written out (one
+    [n, d_vocab_out] × [d_vocab_out, d_mlp] product instead of a forward and backward through
+    W_out and W_U)."""
+    if model.cfg.layernorm:
+        raise ValueError("hidden_gradient_from_logits: the model has LayerNorm; use hidden_gradient_from_cache")
+    mlp = model.blocks[-1].mlp
+    residual = logits.double().softmax(-1)
+    residual[torch.arange(len(labels)), labels] -= 1.0
+    W_L = (mlp.W_out @ model.unembed.W_U).detach()  # [m, o]
+    return (residual / -len(labels)).to(W_L.dtype) @ W_L.T
+
+
 def neuron_energy(acts: Tensor, labels: Tensor, n_classes: int) -> Tensor:
     """E_j = ½‖Ỹᵀσ_j‖² per neuron [m] (Tian 2025, arXiv:2509.21519, the energy whose local maxima
     are the emerging features): σ_j [n] the neuron's activations over the samples, Ỹ = Y − 1ȳᵀ the
     one-hot labels [n, c] centred over the samples. Ỹᵀσ_j = S_cj − (n_c/n) Σ_c' S_c'j with S_cj the
-    sum of σ_j over the samples of class c (a scatter-add, no [n, c] matrix)."""
-    acts = acts.double()
-    S = acts.new_zeros(n_classes, acts.shape[1]).index_add_(0, labels, acts)  # [c, m]
+    sum of σ_j over the samples of class c (a scatter-add in the activations' dtype, no [n, c]
+    matrix; the centring and squares in float64)."""
+    S = acts.new_zeros(n_classes, acts.shape[1]).index_add_(0, labels, acts).double()  # [c, m]
     share = torch.bincount(labels, minlength=n_classes).double() / len(labels)  # [c]
     return 0.5 * (S - share[:, None] * S.sum(0)).pow(2).sum(0)
 
@@ -274,7 +290,10 @@ def li2_probe(ctx: ProbeContext) -> dict:
         return {"grad_norm_hidden": nan, "energy": torch.full((cfg.d_mlp,), nan), "energy_key_share": nan}
     layer = cfg.n_layers - 1
     post = ctx.cache["post", layer][tr, -1]  # [n, m]
-    grad = hidden_gradient_from_cache(ctx.model, post, ctx.cache["resid_mid", layer][tr, -1], y)
+    if cfg.layernorm:
+        grad = hidden_gradient_from_cache(ctx.model, post, ctx.cache["resid_mid", layer][tr, -1], y)
+    else:
+        grad = hidden_gradient_from_logits(ctx.model, ctx.logits[tr], y)
     energy = neuron_energy(post, y, cfg.d_vocab_out)
     total = energy.sum()
     share = (energy[key_neurons(ctx)].sum() / total).item() if total > 0 else math.nan

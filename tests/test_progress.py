@@ -151,6 +151,8 @@ def test_hidden_gradient_matches_autograd_and_finite_differences(tiny_run):
         _, cache = model.run_with_cache(x)
     G_cache = P.hidden_gradient_from_cache(model, cache["post", 0][:, -1], cache["resid_mid", 0][:, -1], y)
     torch.testing.assert_close(G_cache, G, rtol=1e-9, atol=1e-12)
+    G_logits = P.hidden_gradient_from_logits(model, model(x)[:, -1].detach(), y)
+    torch.testing.assert_close(G_logits, G, rtol=1e-9, atol=1e-12)
     # closed form for a one-layer model without LayerNorm: −∂L/∂F = −(softmax − onehot)/n · W_Uᵀ W_outᵀ
     logits = cache["resid_post", 0][:, -1] @ model.W_U
     residual = (logits.softmax(-1) - F.one_hot(y, task.p)) / len(y)
