@@ -194,9 +194,9 @@ class ReluMLPReadout(torch.autograd.Function):
     x [b, d] -> logits [b, o], with a hand-written backward.
 
     Same values and gradients as autograd through the plain ops (tested); it saves the
-    allocations autograd would make (a ReLU output, a threshold-backward buffer, the residual
-    sum's gradient copies) by applying the ReLU in place, folding the residual into the
-    ``addmm`` accumulators and masking the hidden gradient in place. Biases may be ``None``.
+    allocations and passes autograd would make (a ReLU output, the residual sum and its gradient
+    copies) by applying the ReLU in place and folding the residual into the ``addmm``
+    accumulators. Biases may be ``None``.
     ``generate_vmap_rule`` lets ``torch.func`` (``interp.batched``) vmap and differentiate it.
     """
 
@@ -215,6 +215,7 @@ class ReluMLPReadout(torch.autograd.Function):
         x, W_in, b_in, W_out, b_out, W_U = inputs
         _, h, r = output
         ctx.mark_non_differentiable(h, r)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for h and r
         ctx.save_for_backward(x, W_in, W_out, W_U, h, r)
         ctx.has_b_in, ctx.has_b_out = b_in is not None, b_out is not None
 
@@ -222,7 +223,7 @@ class ReluMLPReadout(torch.autograd.Function):
     def backward(ctx, g, _gh, _gr):
         x, W_in, W_out, W_U, h, r = ctx.saved_tensors
         g_r = g @ W_U.T  # [b, d]
-        g_h = (g_r @ W_out.T).masked_fill_(h == 0, 0)  # [b, m], ReLU' in place
+        g_h = torch.ops.aten.threshold_backward(g_r @ W_out.T.contiguous(), h, 0)  # [b, m]: ReLU' (ATen kernel)
         g_x = torch.addmm(g_r, g_h, W_in.T)  # residual gradient folded in
         return (g_x, x.T @ g_h, g_h.sum(0) if ctx.has_b_in else None, h.T @ g_r,
                 g_r.sum(0) if ctx.has_b_out else None, r.T @ g)
