@@ -107,7 +107,7 @@ def residual_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
     rn, massive = arr["resid_norm"], arr["massive_ratio"]  # [n, L+1, S], [n, L+1]
     series = {}
     for layer in range(rn.shape[1]):
-        where = "final" if layer == rn.shape[1] - 1 else f"resid_pre {layer}"
+        where = "final at =" if layer == rn.shape[1] - 1 else f"resid_pre {layer}"
         if not np.isnan(rn[:, layer, :2]).all():  # the final stream is measured at `=` only
             series[f"‖x_=‖ / mean(‖x_a‖, ‖x_b‖), {where}"] = pd.Series(rn[:, layer, 2] / rn[:, layer, :2].mean(1),
                                                                           index=steps_arr)

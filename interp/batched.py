@@ -14,8 +14,9 @@ training fractions or data seeds therefore batch together, and test metrics come
 the same forward.
 
 The optimiser is AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101) written for stacked
-parameters, with per-model learning rate and decoupled weight decay, in the same order
-of operations as ``torch.optim.AdamW(foreach=True)``:
+parameters, with per-model learning rate and decoupled weight decay: the update of
+``torch.optim.AdamW`` (which :mod:`interp.train` runs with its fused CPU kernel), in the
+order of operations of its ``foreach`` implementation:
 
     θ ← θ·(1 − η_i λ_i);   m ← m + (1 − β₁)(g − m);   v ← β₂ v + (1 − β₂) g²
     θ ← θ − η_i / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
@@ -182,7 +183,7 @@ class BatchedTrainer:
             if cfg.stop_after_grok is not None:
                 mb.hooks.append(EarlyStop(cfg.stop_after_grok, cfg.grok_threshold))
             opt_template = torch.optim.AdamW(models[i].parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                             weight_decay=cfg.weight_decay, foreach=True)
+                                             weight_decay=cfg.weight_decay, fused=True)
             mb.param_groups = opt_template.state_dict()["param_groups"]
             self.members.append(mb)
         self._t0 = time.perf_counter()

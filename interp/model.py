@@ -13,9 +13,11 @@ Hook names are TL's (``hook_embed``, ``blocks.0.attn.hook_pattern``, ...), so
 ``model.run_with_cache(tokens)`` returns a ``transformer_lens.ActivationCache`` on
 which ``cache["pattern", 0]`` works.
 
-Two forwards: :meth:`Transformer.forward` is the full hooked forward over every
+Three forwards: :meth:`Transformer.forward` is the full hooked forward over every
 position; :meth:`Transformer.forward_last` is the training fast path, which only
-computes what the last position's logits depend on (see its docstring).
+computes what the last position's logits depend on; :meth:`Transformer.readout_cache`
+is the analysis forward the probes share (what the last position's output and every
+attention pattern depend on, as an ``ActivationCache``). See their docstrings.
 """
 
 from __future__ import annotations
@@ -198,6 +200,9 @@ class ReluMLPReadout(torch.autograd.Function):
     copies) by applying the ReLU in place and folding the residual into the ``addmm``
     accumulators. Biases may be ``None``.
     ``generate_vmap_rule`` lets ``torch.func`` (``interp.batched``) vmap and differentiate it.
+    First-order only: h and r are saved as constants, so a double backward (Hessian-vector
+    products, sharpness) would miss their second-order terms; use :meth:`Transformer.forward`
+    for those.
     """
 
     generate_vmap_rule = True
@@ -309,6 +314,7 @@ class Transformer(HookedRootModule):
         return out, ActivationCache(cache_dict, self)
 
     # ---------------------------------------------------------------- readout cache
+    @torch.no_grad()
     def readout_cache(self, tokens: Tensor) -> tuple[Tensor, ActivationCache]:
         """The analysis forward: (logits at the last position [b, o], ActivationCache), computing
         what the last position's output and every attention pattern depend on, and no more.
@@ -325,7 +331,11 @@ class Transformer(HookedRootModule):
           cost) are never read by the model's output, so they are not computed.
 
         Layer 0's queries, keys, values and every possible score come from per-(position, token)
-        tables as in :meth:`forward_last`. Hooks do not fire; use ``run_with_cache`` for interventions.
+        tables as in :meth:`forward_last`. Not in this cache: ``hook_embed``, ``hook_pos_embed``,
+        ``attn.hook_q/k/attn_scores`` and the LayerNorm hooks (and so TL's ``accumulated_resid`` /
+        ``decompose_resid``, which need every layer at every position); ``hook_pattern`` is a
+        non-contiguous view. Runs without autograd (entries detached, as TL caches are). Hooks do
+        not fire; use ``run_with_cache`` for those and for interventions.
         """
         cfg, n_layers = self.cfg, len(self.blocks)
         n = tokens.shape[1]

@@ -17,14 +17,16 @@ def reuse_freed_memory() -> bool:
     glibc's malloc serves large allocations (above a dynamic threshold of at most 32 MiB) with
     fresh ``mmap``s and trims the top of the heap on ``free``, so a loop that allocates the same
     large tensors again and again (each training step's [batch, d_mlp] activations, the probes'
-    [p², d_mlp] grid) page-faults them in every time: about a quarter of the probe forward on the
-    ``nanda`` grid. With ``M_MMAP_THRESHOLD`` at 1 GiB and ``M_TRIM_THRESHOLD`` at 2 GiB, malloc
-    reuses warm heap pages; the process holds on to what it freed. Idempotent. Returns whether
-    the setting took (glibc on Linux only). Called by the trainers and the probe runner."""
+    [p², d_mlp] grid) page-faults them in every time. With ``M_MMAP_THRESHOLD`` at 1 GiB (32 MiB
+    where a glibc refuses more) and ``M_TRIM_THRESHOLD`` at 2 GiB, malloc reuses warm heap pages;
+    the process holds on to what it freed. Idempotent. Returns whether both settings took (glibc
+    on Linux only). Called by the trainers, the probe runner and the benchmarks."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
-    except (OSError, AttributeError):
+        mmap_ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) or libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+        trim_ok = bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+    except (OSError, AttributeError):  # no glibc (e.g. musl has no mallopt symbol)
         return False
+    return mmap_ok and trim_ok

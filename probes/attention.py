@@ -243,7 +243,7 @@ def median_abs(x: Tensor, sample: int = 1 << 16, weights: Tensor | None = None) 
     has at most 2·``sample`` entries, and above that the median of a stratified sample of
     ``sample`` entries (one drawn uniformly, with a fixed seed, from each of ``sample`` equal
     consecutive blocks): deterministic, with quantile level 0.5 ± 0.006 at 3σ (σ ≤ 0.5/√sample).
-    An exact selection over the p²·S·d_model ≈ 4.9M residual entries of the Nanda model
+    An exact selection over the p²·S·d_model ≈ 4.9M entries of a full Nanda residual stream
     costs ~50 ms, the sample ~1 ms."""
     if weights is not None:
         values, order = x.abs().flatten().sort()

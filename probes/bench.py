@@ -4,8 +4,10 @@ Each benchmark is a function returning rows ``{"name", "value", "unit", "target"
 :data:`BENCHMARKS` lists them in order and :func:`bench` runs them all:
 
     bench_one_checkpoint   all default probes on one checkpoint of a random ``nanda`` model (median)
+    bench_forward          the probes' shared forward (readout_cache) against run_with_cache
     bench_run              runner overhead per checkpoint, probes.run over a synthetic ``nanda`` run of
                            300 checkpoints, and a cached re-run
+    bench_neuron_fve       vectorized per-neuron Fourier analysis against a per-neuron loop
 """
 
 from __future__ import annotations
@@ -67,6 +69,22 @@ def bench_one_checkpoint(repeats: int = 7) -> list[dict]:
     return rows + [row(f"one_checkpoint_nanda.{key}", value, "ms", None) for key, value in medians.items()]
 
 
+def bench_forward(repeats: int = 7) -> list[dict]:
+    """The probe context's forward (``Transformer.readout_cache``) against the full hooked
+    ``run_with_cache`` over the ``nanda`` grid (median of ``repeats``, interleaved)."""
+    cfg = preset("nanda")
+    model, x = cfg.build_model().eval(), cfg.task().inputs
+    readout, full = [], []
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first round warms up
+            readout.append(_timed(lambda: model.readout_cache(x)))
+            full.append(_timed(lambda: model.run_with_cache(x)))
+    r, f = statistics.median(readout[1:]), statistics.median(full[1:])
+    return [row("forward_readout_cache_nanda", 1000 * r, "ms", None),
+            row("forward_run_with_cache_nanda", 1000 * f, "ms", None),
+            row("forward_run_with_cache_over_readout_cache", f / r, "x", None)]
+
+
 def synthetic_run(path: Path, cfg: TrainConfig, n_checkpoints: int, noise: float = 0.01) -> Run:
     """A run of ``n_checkpoints`` checkpoints of ``cfg``'s model, each its initial weights plus
     a little Gaussian noise (step i: noise · i / n), saved through :meth:`Run.save_checkpoint`."""
@@ -105,7 +123,7 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 #: the benchmarks :func:`bench` runs, in order (add new ones here)
-BENCHMARKS: list[Callable[[], list[dict]]] = [bench_one_checkpoint, bench_run]
+BENCHMARKS: list[Callable[[], list[dict]]] = [bench_one_checkpoint, bench_forward, bench_run]
 
 
 def bench() -> list[dict]:

@@ -276,11 +276,12 @@ def key_neurons(ctx: ProbeContext) -> Tensor:
     return clustered & torch.isin(neurons["dominant_freq"].long(), progress_frequencies(ctx))
 
 
-@probe("li2", version=2, uses=("key_freqs",))
+@probe("li2", version=3, uses=("key_freqs",))
 def li2_probe(ctx: ProbeContext) -> dict:
     """Li2 signals on the train split (Tian 2025, arXiv:2509.21519): ‖G_F‖_F with G_F = −∂L/∂F, F the
     last MLP layer's activations at ``=`` and L the mean training cross-entropy
-    (:func:`hidden_gradient_from_cache`); the neuron energies E_j = ½‖Ỹᵀσ_j‖² (:func:`neuron_energy`);
+    (:func:`hidden_gradient_from_logits`, or :func:`hidden_gradient_from_cache` with LayerNorm); the
+    neuron energies E_j = ½‖Ỹᵀσ_j‖² (:func:`neuron_energy`);
     and energy_key_share = Σ_{j key} E_j / Σ_j E_j over key-frequency neurons (:func:`key_neurons`).
     NaN (energy NaN-filled) for attention-only models."""
     cfg, tr = ctx.model.cfg, ctx.task.train_idx

@@ -117,3 +117,13 @@ def test_readout_cache_equals_run_with_cache(kw):
             want = want[:, -1:]
         assert got.shape == want.shape, name
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), name
+
+
+def test_reuse_freed_memory_takes_on_glibc():
+    import sys
+
+    from interp.perf import reuse_freed_memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    assert reuse_freed_memory() is True
