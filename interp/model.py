@@ -333,8 +333,7 @@ class Transformer(HookedRootModule):
         Layer 0's queries, keys, values and every possible score come from per-(position, token)
         tables as in :meth:`forward_last`. Not in this cache: ``hook_embed``, ``hook_pos_embed``,
         ``attn.hook_q/k/attn_scores`` and the LayerNorm hooks (and so TL's ``accumulated_resid`` /
-        ``decompose_resid``, which need every layer at every position); ``hook_pattern`` is a
-        non-contiguous view. Runs without autograd (entries detached, as TL caches are). Hooks do
+        ``decompose_resid``, which need every layer at every position). Runs without autograd (entries detached, as TL caches are). Hooks do
         not fire; use ``run_with_cache`` for those and for interventions.
         """
         cfg, n_layers = self.cfg, len(self.blocks)
@@ -348,7 +347,7 @@ class Transformer(HookedRootModule):
             attn, name, last = block.attn, f"blocks.{layer}", layer == n_layers - 1
             cache[f"{name}.hook_resid_pre"] = resid
             # scores laid out [b, k, q, h]: the softmax runs over axis 1, which CPU kernels do ~4x
-            # faster than over a size-3 innermost axis; the pattern is a [b, h, q, k] view of it
+            # faster than over a size-3 innermost axis; the cached pattern is [b, h, q, k] as in TL
             if layer == 0:  # from a score table over (query pos, token) x (key pos, token): [(s v), (s v), h]
                 score_tab = torch.einsum("qhe,khe->qkh", q_tab.flatten(0, 1), k_tab.flatten(0, 1))
                 scores = score_tab[pos_tok[:, None, :], pos_tok[:, :, None]]  # [b, k, q, h]
@@ -360,7 +359,7 @@ class Transformer(HookedRootModule):
             scores = (scores / math.sqrt(cfg.d_head)).masked_fill_(~mask.T[:, :, None], float("-inf"))
             probs = scores.softmax(1)  # [b, k, q, h]
             cache[f"{name}.attn.hook_v"] = v
-            cache[f"{name}.attn.hook_pattern"] = probs.permute(0, 3, 2, 1)  # [b, h, q, k]
+            cache[f"{name}.attn.hook_pattern"] = probs.permute(0, 3, 2, 1).contiguous()  # [b, h, q, k]
             if last:  # from here on, the readout position only
                 probs, resid = probs[:, :, -1:], resid[:, -1:]
             z = (probs[..., None] * v[:, :, None]).sum(1)  # [b, q, h, e]
@@ -370,7 +369,10 @@ class Transformer(HookedRootModule):
             if not cfg.attn_only:
                 mlp = block.mlp
                 cache[f"{name}.hook_resid_mid"] = resid
-                pre = affine(block.ln2_(resid), mlp.W_in, mlp.b_in if cfg.mlp_bias else None)
+                if n_layers == 1 and not cfg.layernorm:
+                    pre = self._readout_pre_from_tables(tokens, pos_tok, probs[:, :, 0], resid0, v_tab)[:, None]
+                else:
+                    pre = affine(block.ln2_(resid), mlp.W_in, mlp.b_in if cfg.mlp_bias else None)
                 post = mlp.act(pre)
                 mlp_out = affine(post, mlp.W_out, mlp.b_out if cfg.mlp_bias else None)
                 resid = resid + mlp_out
@@ -379,6 +381,26 @@ class Transformer(HookedRootModule):
             cache[f"{name}.hook_resid_post"] = resid
         logits = self.unembed(self.ln_final(resid) if cfg.layernorm else resid)
         return logits[:, -1], ActivationCache(cache, self)
+
+    def _readout_pre_from_tables(self, tokens: Tensor, pos_tok: Tensor, alpha: Tensor, resid0: Tensor,
+                                 v_tab: Tensor) -> Tensor:
+        """One layer, no LayerNorm: the readout position's MLP pre-activation [b, m] from tables.
+
+        The residual there is linear in the gathered values, so W_in moves into the tables:
+        pre = (W_E[t_last] + W_pos[-1]) W_in + Σ_{k,h} α_bkh v[k, t_k, h] W_O[h] W_in + b_O W_in + b_in,
+        with α [b, k, h] the readout attention: one ``F.embedding_bag`` (a weighted sum of 1 + s·h
+        rows per input) instead of a [b, d] × [d, m] matmul, about 2.5x cheaper on the p² grid."""
+        cfg, attn, mlp = self.cfg, self.blocks[0].attn, self.blocks[0].mlp
+        n, h = tokens.shape[1], cfg.n_heads
+        W_OI = attn.W_O @ mlp.W_in  # [h, e, m]
+        table = torch.cat([resid0[n - 1] @ mlp.W_in,  # [v, m]
+                           torch.einsum("svhe,hem->svhm", v_tab, W_OI).reshape(-1, cfg.d_mlp)])  # [(s v h), m]
+        idx = torch.cat([tokens[:, -1:], cfg.d_vocab + (pos_tok[:, :, None] * h + torch.arange(h)).flatten(1)], 1)
+        weights = torch.cat([alpha.new_ones(len(tokens), 1), alpha.flatten(1)], 1)  # [b, 1 + s·h]
+        pre = F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
+        if cfg.attn_bias:
+            pre.add_(attn.b_O @ mlp.W_in)
+        return pre.add_(mlp.b_in) if cfg.mlp_bias else pre
 
     def _layer0_tables(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layer 0's input ``W_E[tok] + W_pos[pos]`` as a [s, v, d] table, and its queries, keys and
