@@ -331,10 +331,12 @@ class Transformer(HookedRootModule):
           cost) are never read by the model's output, so they are not computed.
 
         Layer 0's queries, keys, values and every possible score come from per-(position, token)
-        tables as in :meth:`forward_last`. Not in this cache: ``hook_embed``, ``hook_pos_embed``,
-        ``attn.hook_q/k/attn_scores`` and the LayerNorm hooks (and so TL's ``accumulated_resid`` /
-        ``decompose_resid``, which need every layer at every position). Runs without autograd (entries detached, as TL caches are). Hooks do
-        not fire; use ``run_with_cache`` for those and for interventions.
+        tables as in :meth:`forward_last` (and, with one layer and no LayerNorm, the readout MLP's
+        pre-activation too: :meth:`_readout_pre_from_tables`). Not in this cache: ``hook_embed``,
+        ``hook_pos_embed``, ``attn.hook_q/k/attn_scores`` and the LayerNorm hooks (so TL's
+        ``accumulated_resid`` / ``decompose_resid``, which need every layer at every position, do
+        not apply). Runs without autograd (entries detached, as TL caches are). Hooks do not fire;
+        use ``run_with_cache`` for those and for interventions.
         """
         cfg, n_layers = self.cfg, len(self.blocks)
         n = tokens.shape[1]
@@ -395,7 +397,8 @@ class Transformer(HookedRootModule):
         W_OI = attn.W_O @ mlp.W_in  # [h, e, m]
         table = torch.cat([resid0[n - 1] @ mlp.W_in,  # [v, m]
                            torch.einsum("svhe,hem->svhm", v_tab, W_OI).reshape(-1, cfg.d_mlp)])  # [(s v h), m]
-        idx = torch.cat([tokens[:, -1:], cfg.d_vocab + (pos_tok[:, :, None] * h + torch.arange(h)).flatten(1)], 1)
+        head = torch.arange(h, device=tokens.device)
+        idx = torch.cat([tokens[:, -1:], cfg.d_vocab + (pos_tok[:, :, None] * h + head).flatten(1)], 1)
         weights = torch.cat([alpha.new_ones(len(tokens), 1), alpha.flatten(1)], 1)  # [b, 1 + s·h]
         pre = F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
         if cfg.attn_bias:

@@ -90,7 +90,8 @@ def test_invalid_model_config(kw, field):
 
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"layernorm": True, "attn_bias": True, "unembed_bias": True}, {"attn_only": True}, {"n_layers": 2},
+    [{}, {"attn_bias": True, "unembed_bias": True}, {"act_fn": "gelu", "mlp_bias": False},
+     {"layernorm": True, "attn_bias": True, "unembed_bias": True}, {"attn_only": True}, {"n_layers": 2},
      {"n_layers": 3, "act_fn": "gelu", "mlp_bias": False, "layernorm": True}],
 )
 def test_readout_cache_equals_run_with_cache(kw):
