@@ -217,3 +217,18 @@ def test_progress_measures_use_the_final_key_frequencies(tiny_run_copy):
     status = probes.status(run, ["progress.restricted", "fourier.embed"], key_freqs=[1])
     assert status["probes"]["progress.restricted"]["reason"] == "params changed"
     assert status["probes"]["fourier.embed"]["missing"] == [s for s in run.steps if s != early]
+
+
+def test_context_cache_is_the_readout_cache_and_full_cache_has_every_position(tiny_run):
+    """ctx.cache: the last layer at `=` only (so probes index [:, -1]); ctx.full_cache: run_with_cache."""
+    from probes.registry import ProbeContext
+
+    model = tiny_run.model_at(tiny_run.steps[-1])
+    ctx = ProbeContext(model=model, task=tiny_run.task)
+    p2, d_mlp = tiny_run.task.p ** 2, model.cfg.d_mlp
+    assert tuple(ctx.cache["post", 0].shape) == (p2, 1, d_mlp)
+    assert tuple(ctx.full_cache["post", 0].shape) == (p2, 3, d_mlp)
+    np.testing.assert_allclose(ctx.cache["post", 0][:, -1].numpy(), ctx.full_cache["post", 0][:, -1].numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert tuple(ctx.logits.shape) == (p2, tiny_run.task.p)
+    assert not ctx.cache["post", 0].requires_grad  # detached, as TL caches are
