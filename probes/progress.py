@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from probes.fourier import fourier_basis, key_frequencies, neurons_probe
+from probes.fourier import fourier_basis, key_frequencies, logit_map, neurons_probe
 from probes.registry import ProbeContext, probe
 
 
@@ -250,10 +250,9 @@ def hidden_gradient_from_logits(model, logits: Tensor, labels: Tensor) -> Tensor
     W_out and W_U)."""
     if model.cfg.layernorm:
         raise ValueError("hidden_gradient_from_logits: the model has LayerNorm; use hidden_gradient_from_cache")
-    mlp = model.blocks[-1].mlp
     residual = logits.double().softmax(-1)
     residual[torch.arange(len(labels)), labels] -= 1.0
-    W_L = (mlp.W_out @ model.unembed.W_U).detach()  # [m, o]
+    W_L = logit_map(model)  # [m, o]
     return (residual / -len(labels)).to(W_L.dtype) @ W_L.T
 
 

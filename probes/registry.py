@@ -131,6 +131,8 @@ class ProbeContext:
     def full_cache(self) -> ActivationCache:
         """``run_with_cache`` over the p×p grid: every hook at every position (several times the
         cost of :attr:`cache`; for custom probes that need the last layer at positions a, b)."""
+        if not hasattr(self.model, "readout_cache"):
+            return self.cache  # already run_with_cache's: no second forward
         with torch.no_grad():
             return self.model.run_with_cache(self.inputs)[1]
 
