@@ -75,6 +75,26 @@ def test_fast_path_equals_full_forward_logits_and_gradients(kw):
         assert torch.allclose(a, b, atol=1e-8, rtol=1e-6), name
 
 
+@pytest.mark.parametrize("kw", [{}, {"attn_bias": True, "unembed_bias": True}, {"mlp_bias": False}])
+def test_fast_path_last_token_varying_or_under_vmap(kw):
+    """The one-layer readout shares one last-token row when every input ends in the same token;
+    inputs with different last tokens (gathered rows) and vmapped calls give the same logits
+    and gradients as the full forward."""
+    m = make(**kw)
+    x, y = TASK.inputs.clone(), TASK.labels
+    x[:, -1] = torch.arange(len(x)) % (P + 1)  # every last token, not only `=`
+    full = m(x)[:, -1]
+    assert torch.allclose(full, m.forward_last(x), atol=1e-10, rtol=0)
+    params = list(m.parameters())
+    g_full = torch.autograd.grad(torch.nn.functional.cross_entropy(full, y), params)
+    g_fast = torch.autograd.grad(torch.nn.functional.cross_entropy(m.forward_last(x), y), params)
+    for (name, _), a, b in zip(m.named_parameters(), g_full, g_fast, strict=True):
+        assert torch.allclose(a, b, atol=1e-10, rtol=1e-8), name
+    batched = torch.func.vmap(m.forward_last)(torch.stack([TASK.inputs, x]))  # tokens batched: gathered rows
+    assert torch.allclose(batched[0], m(TASK.inputs)[:, -1], atol=1e-10, rtol=0)
+    assert torch.allclose(batched[1], full, atol=1e-10, rtol=0)
+
+
 def test_fast_path_float32_within_1e5():
     torch.manual_seed(1)
     m = Transformer(ModelConfig(d_vocab=114, d_vocab_out=113))
