@@ -71,9 +71,7 @@ def default_device() -> torch.device:
 
 def start_step(run: Run) -> int:
     """The step a run continues from: its saved state's step, or 0."""
-    if not run.has_state:
-        return 0
-    return int(run.load_state()[1]["step"])
+    return run.state_step or 0
 
 
 class _LastLogits(nn.Module):

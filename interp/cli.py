@@ -26,15 +26,17 @@ class UsageError(Exception):
     """Bad command-line input; printed as one line, exit code 2."""
 
 
-EXPECTED_ERRORS = (ConfigError, StoreError, UsageError, FileNotFoundError, NotADirectoryError)
+EXPECTED_ERRORS = (ConfigError, StoreError, UsageError, OSError)  # OSError: unwritable, missing, full disk
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from interp.train import parse_field, preset, resume, train
 
     if args.resume:
-        if args.preset:
-            raise UsageError("--resume continues a run with its own config; drop --preset")
+        extra = [f"--{k}" for k in ("preset", "out", "name") if getattr(args, k)]
+        extra += ["--root"] if args.root != str(DEFAULT_ROOT) else []
+        if extra:
+            raise UsageError(f"--resume continues RUN_DIR in place with its own config; drop {', '.join(extra)}")
         n_steps = None
         for pair in args.set or []:
             key, _, value = pair.partition("=")
@@ -68,7 +70,12 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs under {root}; create one with `grokscope train --preset demo`")
         return 0
-    rows = [run.summary() for run in runs]
+    rows = []
+    for run in runs:  # one damaged run is reported and skipped, not the end of the listing
+        try:
+            rows.append(run.summary())
+        except StoreError as e:
+            print(f"warning: skipping {run.path}: {e}", file=sys.stderr)
     header = ["run", "status", "steps", "ckpts", "train_acc", "test_acc", "memorized", "grokked"]
     table = [[str(Path(r["run"]).relative_to(root)), r["status"], str(r["last_step"]), str(r["checkpoints"]),
               _fmt(r["train_acc"]), _fmt(r["test_acc"]), str(r["memorized_step"] or "-"),

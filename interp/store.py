@@ -7,13 +7,15 @@ Layout of one run::
       manifest.json                {step: {file, sha256, bytes}} for every checkpoint
       weights/step_00001000.safetensors   model state dict; step and losses in metadata
       metrics.parquet              one row per logged step
-      state/state.safetensors      latest model + optimizer + Grokfast + RNG tensors
-      state/state.json             step, wall time, optimizer param groups (exact resume)
+      state/state_00001000.safetensors  latest model + optimizer + Grokfast + RNG tensors
+      state/state.json             its file name and SHA-256, step, wall time, optimizer
+                                   param groups (exact resume)
       probes/                      probe cache (written by ``probes``)
 
 Every write is atomic (temporary file in the same directory, fsync, ``os.replace``),
-and the manifest is written after the file it lists, so a crash at any moment
-leaves a loadable run. Reading a checkpoint verifies its SHA-256; a corrupt or
+the manifest is written after the file it lists, and ``state.json`` is switched to a new
+state file only after that file is complete (the previous one is deleted after), so a
+crash at any moment leaves a loadable, resumable run. Reading a checkpoint verifies its SHA-256; a corrupt or
 truncated file raises :class:`CorruptCheckpointError` naming the file.
 """
 
@@ -24,6 +26,7 @@ import io
 import json
 import os
 import platform
+import struct
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -55,10 +58,41 @@ class CorruptCheckpointError(StoreError):
 
 
 # ------------------------------------------------------------------ atomic I/O
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: mode of files we write: what ``open`` would give (mkstemp's own 0600 would hide runs from
+#: the other users of a shared machine)
+FILE_MODE = 0o666 & ~_umask()
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
+    return fd, tmp
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -68,6 +102,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -75,15 +110,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         df.to_parquet(tmp, index=False)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def read_json(path: Path) -> Any:
@@ -100,18 +137,16 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    import numpy
-    import safetensors
-    import transformer_lens
+    """Versions of Python and the libraries a run's numbers depend on, from package metadata."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
-        "safetensors": getattr(safetensors, "__version__", "unknown"),
-        "pandas": pd.__version__,
-    }
+    out = {"python": platform.python_version()}
+    for dist in ("grokscope", "torch", "numpy", "transformer-lens", "safetensors", "pandas", "pyarrow"):
+        try:
+            out[dist.replace("-", "_")] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("-", "_")] = "not installed"
+    return out
 
 
 def step_file(step: int) -> str:
@@ -255,11 +290,13 @@ class Run:
             raise CorruptCheckpointError(path, str(e)) from None
 
     def checkpoint_metadata(self, step: int) -> dict[str, str]:
-        from safetensors import safe_open
-
-        path = self.path / self.manifest[step]["file"]
-        with safe_open(str(path), "pt") as f:
-            return dict(f.metadata() or {})
+        """The verified checkpoint's safetensors metadata (step, losses, accuracies), as strings."""
+        data, path = self._read_verified(step)
+        try:
+            (n,) = struct.unpack("<Q", data[:8])
+            return dict(json.loads(data[8:8 + n]).get("__metadata__") or {})
+        except (struct.error, ValueError) as e:
+            raise CorruptCheckpointError(path, f"unreadable header: {e}") from None
 
     def model_at(self, step: int):
         """A :class:`~interp.model.Transformer` with the weights saved at ``step``, in eval mode."""
@@ -291,22 +328,34 @@ class Run:
 
     # ---- resumable training state
     def save_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-        """Write state/ (tensors first, then the JSON that points at them by hash)."""
+        """Write state/: the tensors to a new file named by step, then state.json pointing at it
+        by name and hash, then delete the older state files. A crash anywhere in between leaves
+        state.json and the file it names consistent (the old pair or the new one)."""
+        state_dir = self.path / "state"
+        name = f"state_{int(info['step']):08d}.safetensors"
         data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-        atomic_write_bytes(self.path / "state" / "state.safetensors", data)
-        atomic_write_json(self.path / "state" / "state.json", {**info, "sha256": sha256_bytes(data)})
+        atomic_write_bytes(state_dir / name, data)
+        atomic_write_json(state_dir / "state.json", {**info, "file": name, "sha256": sha256_bytes(data)})
+        for old in state_dir.glob("state*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         info = read_json(self.path / "state" / "state.json")
-        path = self.path / "state" / "state.safetensors"
+        path = self.path / "state" / info.get("file", "state.safetensors")  # older runs: one fixed name
         data = path.read_bytes() if path.exists() else b""
         if sha256_bytes(data) != info.get("sha256"):
-            raise CorruptCheckpointError(path, "training state does not match state.json (interrupted write?)")
+            raise CorruptCheckpointError(path, "training state does not match state.json")
         return st_load(data), info
 
     @property
     def has_state(self) -> bool:
         return (self.path / "state" / "state.json").exists()
+
+    @property
+    def state_step(self) -> int | None:
+        """The step the saved training state resumes from, or None when there is none."""
+        return int(read_json(self.path / "state" / "state.json")["step"]) if self.has_state else None
 
     # ---- summaries
     def summary(self) -> dict[str, Any]:

@@ -86,12 +86,14 @@ class TrainConfig:
         self.task()
         self.model_config()
         checks = {
-            "n_steps": self.n_steps >= 0, "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
+            "n_steps": self.n_steps >= 0, "lr": math.isfinite(self.lr) and self.lr > 0,
+            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
             "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1, "warmup_steps": self.warmup_steps >= 0,
             "batch_size": self.batch_size is None or self.batch_size >= 1,
             "loss_dtype": self.loss_dtype in ("float32", "float64"),
             "grokfast": self.grokfast in ("none", "ema", "ma"),
-            "grokfast_alpha": 0 <= self.grokfast_alpha < 1, "grokfast_window": self.grokfast_window >= 1,
+            "grokfast_alpha": 0 <= self.grokfast_alpha < 1, "grokfast_lamb": math.isfinite(self.grokfast_lamb),
+            "grokfast_window": self.grokfast_window >= 1, "ckpt_dense_until": self.ckpt_dense_until >= 0,
             "ckpt_dense_every": self.ckpt_dense_every >= 1, "ckpt_log_count": self.ckpt_log_count >= 0,
             "ckpt_every": self.ckpt_every is None or self.ckpt_every >= 1, "eval_every": self.eval_every >= 1,
             "stop_after_grok": self.stop_after_grok is None or self.stop_after_grok >= 0,
@@ -267,12 +269,15 @@ class Grokfast:
 
 # ====================================================================== hooks
 class TrainHook(Protocol):
-    """Training callback. Every method is optional; implement the ones you need.
-
-    ``on_train_start(trainer)`` · ``on_step_end(step, metrics)`` ·
-    ``on_checkpoint(step, model)`` · ``on_train_end(trainer)``. A hook may set
+    """Training callback. Every method is optional at run time (the trainer calls the ones a
+    hook has); subclass :class:`Hook` for no-op defaults. A hook may set
     ``trainer.should_stop = True`` to end training after the current step (a final
     checkpoint is then saved)."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_checkpoint(self, step: int, model: Transformer) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
 
 
 class Hook:
@@ -389,7 +394,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run: Run, hooks: Sequence[Any] = (), progress: bool = True):
         self.cfg, self.run = cfg, run
-        self.task = cfg.task()
+        self.task = run.task  # checked against the split stored in run.json
         self.model = cfg.build_model()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
@@ -536,11 +541,16 @@ def resume(path: str | Path, *, n_steps: int | None = None, hooks: Sequence[Any]
     """Continue a run from its last saved state (optionally to a larger ``n_steps``)."""
     run = Run.open(path)
     cfg = run.train_config
+    saved = run.state_step
+    if saved is None and run.steps:
+        raise StoreError(f"{path} has checkpoints but no saved training state to resume from")
+    # saved is None and no checkpoints: the run stopped before step 0 was saved; it starts over
     if n_steps is not None and n_steps != cfg.n_steps:
+        if n_steps < (saved or 0):
+            raise ConfigError(f"n_steps: {n_steps} is before step {saved}, where {path} was saved; "
+                              "a run can be extended, not shortened")
         cfg = cfg.replace(n_steps=n_steps)
         run.update_meta(config=cfg.to_dict(), checkpoint_schedule=checkpoint_steps(cfg))
     elif run.status == "complete":
         return run
-    if not run.has_state:
-        raise StoreError(f"{path} has no saved training state to resume from")
     return Trainer(cfg, run, hooks=hooks, progress=progress).fit()

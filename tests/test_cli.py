@@ -23,6 +23,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["train", "--resume", "/nonexistent/run"], "no run directory at /nonexistent/run"),
         (["train", "--resume", "/nonexistent/run", "--set", "n_steps=many"], "n_steps: expected int, got 'many'"),
         (["train", "--resume", "/nonexistent/run", "--set", "lr=1"], "only n_steps may change when resuming"),
+        (["train", "--resume", "/nonexistent/run", "--out", "x"], "drop --out"),
+        (["train", "--set", "lr=inf"], "lr: invalid value inf"),
+        (["train", "--set", "grokfast_lamb=nan"], "grokfast_lamb: invalid value nan"),
+        (["train", "--set", "ckpt_dense_until=-5"], "ckpt_dense_until: invalid value -5"),
+        (["train", "--preset", "tiny", "--out", "/proc/grokscope-test/run"], "/proc/grokscope-test"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(args, message, capsys):
@@ -55,3 +60,36 @@ def test_train_runs_and_resume_from_the_shell(tmp_path):
 def test_runs_on_missing_root_points_to_train(tmp_path, capsys):
     assert main(["runs", str(tmp_path / "none")]) == 2
     assert "grokscope train --preset demo" in capsys.readouterr().err
+
+
+def test_runs_lists_the_readable_runs_and_names_the_damaged_ones(tmp_path, short_config, capsys):
+    from interp import train
+
+    for name in ("a", "b", "c"):
+        train(short_config, tmp_path / name, progress=False)
+    (tmp_path / "b" / "metrics.parquet").write_bytes(b"not parquet")
+    (tmp_path / "c" / "manifest.json").write_text("{")
+    assert main(["runs", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[0] for line in out.strip().splitlines()[1:]] == ["a"]
+    assert "skipping" in err and "b/metrics.parquet" in err and "c/manifest.json" in err
+
+
+def test_resume_refuses_to_shorten_a_run_and_leaves_it_untouched(tmp_path, short_config, capsys):
+    from interp import Run, train
+
+    run = train(short_config, tmp_path / "r", progress=False)
+    before = (run.path / "run.json").read_text(), run.metrics
+    assert main(["train", "--resume", str(run.path), "--set", "n_steps=30", "--quiet"]) == 2
+    assert "n_steps: 30 is before step 60" in capsys.readouterr().err
+    assert (run.path / "run.json").read_text() == before[0]
+    assert Run.open(run.path).metrics.equals(before[1])
+
+
+def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_it(tmp_path, short_config):
+    from interp import Run
+    from interp.train import create_run
+
+    create_run(short_config, tmp_path / "r")  # run.json written, then the process died
+    assert main(["train", "--resume", str(tmp_path / "r"), "--quiet"]) == 0
+    assert Run.open(tmp_path / "r").steps[-1] == 60

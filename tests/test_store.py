@@ -79,6 +79,46 @@ def test_checkpoint_written_but_not_in_manifest_is_ignored(run):
 
 
 def test_corrupt_state_is_refused_for_resume(run):
-    (run.path / "state" / "state.safetensors").write_bytes(b"x")
-    with pytest.raises(CorruptCheckpointError, match=r"state\.safetensors"):
+    (state_file,) = (run.path / "state").glob("state_*.safetensors")
+    state_file.write_bytes(b"x")
+    with pytest.raises(CorruptCheckpointError, match=state_file.name):
         run.load_state()
+
+
+def test_crash_while_saving_state_keeps_the_previous_state(run, monkeypatch):
+    """The new tensors are on disk but state.json was never switched to them: resume still
+    loads the previous, consistent state."""
+    tensors, info = run.load_state()
+    import interp.store as store
+
+    real = store.atomic_write_json
+
+    def crash(path, obj):
+        if path.name == "state.json":
+            raise KeyboardInterrupt  # the process dies between the two writes
+        real(path, obj)
+
+    monkeypatch.setattr(store, "atomic_write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run.save_state({k: v + 1 for k, v in tensors.items()}, {**info, "step": info["step"] + 1})
+    monkeypatch.setattr(store, "atomic_write_json", real)
+    again, info_again = run.load_state()
+    assert info_again["step"] == info["step"]
+    assert all(torch.equal(again[k], v) for k, v in tensors.items())
+    run.save_state(tensors, {**info, "step": info["step"] + 2})  # the next save cleans up both
+    assert [f.name for f in (run.path / "state").glob("state_*")] == [f"state_{info['step'] + 2:08d}.safetensors"]
+
+
+def test_run_files_follow_the_umask(run):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in ["run.json", "manifest.json", "metrics.parquet", "state/state.json"]:
+        assert (run.path / f).stat().st_mode & 0o777 == 0o666 & ~mask, f
+
+
+def test_library_versions_are_recorded(run):
+    versions = run.meta["versions"]
+    assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"] == torch.__version__
+    assert versions["transformer_lens"][0].isdigit()
