@@ -134,7 +134,7 @@ class BatchedTrainer:
         self.beta1, self.beta2, self.eval_every = c0.beta1, c0.beta2, c0.eval_every
 
         # ---- data: the whole grid once, per-model masks
-        tasks = [c.task() for c in self.cfgs]
+        tasks = [r.task for r in runs]  # each checked against the split in its run.json
         self.x, self.y = tasks[0].inputs.to(self.device), tasks[0].labels.to(self.device)
         self.train_idx = [t.train_idx for t in tasks]
         self.train_w = torch.stack([t.train_mask for t in tasks]).to(self.device, self.loss_dtype)

@@ -26,6 +26,14 @@ class UsageError(Exception):
     """Bad command-line input; printed as one line, exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``grokscope train: error: ... (see --help)``, exit 2,
+    instead of a usage block followed by the error. Subcommand parsers inherit it."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 EXPECTED_ERRORS = (ConfigError, StoreError, UsageError, OSError)  # OSError: unwritable, missing, full disk
 
 
@@ -76,6 +84,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             rows.append(run.summary())
         except StoreError as e:
             print(f"warning: skipping {run.path}: {e}", file=sys.stderr)
+    if not rows:
+        print(f"no readable runs under {root}")
+        return 0
     header = ["run", "status", "steps", "ckpts", "train_acc", "test_acc", "memorized", "grokked"]
     table = [[str(Path(r["run"]).relative_to(root)), r["status"], str(r["last_step"]), str(r["checkpoints"]),
               _fmt(r["train_acc"]), _fmt(r["test_acc"]), str(r["memorized_step"] or "-"),
@@ -87,7 +98,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grokscope", description="Mechanistic interpretability of grokking.")
+    parser = Parser(prog="grokscope", description="Mechanistic interpretability of grokking.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a run (or resume one)",

@@ -240,15 +240,16 @@ class FoldedReluReadout(torch.autograd.Function):
         pre = pre0 + z A,   h = relu(pre),   logits = logit0 + z OU + h M
 
     z [b, h·e] is the readout attention's mixed values; A = W_O W_in [h·e, m], OU = W_O W_U
-    [h·e, o] and M = W_out W_U [m, o] are formed once per step (≈ 10 M multiply-adds); pre0
+    [h·e, o] and M = W_out W_U [m, o] are formed once per step (≈ 18 M multiply-adds for
+    ``nanda``, which a batch of ≳ 750 repays); pre0
     [b, m] or [m] and logit0 [b, o] or [o] carry everything that depends only on the last token
     (its embedding, b_O, b_in, b_out, b_U). Equal to ``resid = x + z W_O;
     logits = (resid + relu(resid W_in) W_out) W_U`` (tested), but the batch never passes through
-    W_O, W_out or W_U on their own: per example 2·d·m + d·o + m·o multiply-adds forward instead
-    of d·(h·e) + 2·d·m + d·o, and ~15% fewer in all with the backward, for one-layer models with
-    d_mlp ≥ d_model. Otherwise as :class:`ReluMLPReadout` (in-place ReLU, ATen
-    ``threshold_backward``, vmappable, first-order only). A 1-D pre0/logit0 is shared by the
-    whole batch (its gradient is summed).
+    W_O, W_out or W_U on their own: per example, forward and backward alike, (h·e)·m + (h·e)·o
+    + m·o multiply-adds instead of (h·e)·d + 2·d·m + d·o (15% fewer for the ``nanda`` model;
+    :meth:`Transformer.folds_readout` says when it pays). Otherwise as :class:`ReluMLPReadout`
+    (in-place ReLU, ATen ``threshold_backward``, vmappable, first-order only). A 1-D
+    pre0/logit0 is shared by the whole batch (its gradient is summed).
     """
 
     generate_vmap_rule = True
@@ -275,12 +276,16 @@ class FoldedReluReadout(torch.autograd.Function):
         return g_z, g_pre0, g_logit0, z.T @ g_h, z.T @ g, h.T @ g
 
 
-def _all_equal(t: Tensor) -> bool:
-    """Whether every entry of ``t`` equals the first. False under ``torch.func.vmap`` when ``t``
-    is batched (no data-dependent branching there), which only costs the shared-row shortcut."""
-    if torch._C._functorch.is_batchedtensor(t):
-        return False
-    return len(t) > 0 and bool((t == t[0]).all())
+def _shared_value(t: Tensor) -> int | None:
+    """The value every entry of the 1-D integer tensor ``t`` has, or None: when they differ,
+    when ``t`` is batched under ``torch.func`` (no data-dependent branching there), or off the
+    CPU (the check would cost a host sync a step). None only costs the shared-row shortcut."""
+    if t.device.type != "cpu" or len(t) == 0:
+        return None
+    try:
+        return int(t[0]) if bool((t == t[0]).all()) else None
+    except RuntimeError:  # vmap: "data-dependent control flow is not supported"
+        return None
 
 
 class TransformerBlock(nn.Module):
@@ -490,7 +495,7 @@ class Transformer(HookedRootModule):
         if len(blocks) == 1:
             resid_tab, scores, v = self._layer0_gather(tokens)
             z = (scores.softmax(1)[..., None] * v).sum(1).flatten(1)  # [b, h·e]
-            if relu_readout:
+            if relu_readout and self.folds_readout(len(tokens)):
                 return self._folded_readout(tokens[:, -1], resid_tab, z)
             resid_last = torch.addmm(F.embedding(tokens[:, -1], resid_tab), z, last.attn.W_O.flatten(0, 1))
         else:
@@ -516,24 +521,36 @@ class Transformer(HookedRootModule):
             resid_last = self.ln_final(resid_last)
         return self.unembed(resid_last)
 
+    def folds_readout(self, batch: int) -> bool:
+        """Whether :meth:`forward_last` of this one-layer model uses :class:`FoldedReluReadout`
+        for a batch of ``batch`` inputs: when the multiply-adds it saves per example, plain
+        (h·e)·d + 2·d·m + d·o minus folded (h·e)·m + (h·e)·o + m·o, times the batch, exceed the
+        cost of forming A, OU and M, (h·e)·d·m + (h·e)·d·o + m·d·o. Not so when d_vocab_out ≫
+        d_model, nor for small minibatches (``nanda``: folds from 734 inputs)."""
+        cfg = self.cfg
+        he, d, m, o = cfg.n_heads * cfg.d_head, cfg.d_model, cfg.d_mlp, cfg.d_vocab_out
+        saved = (he * d + 2 * d * m + d * o) - (he * m + he * o + m * o)
+        return saved > 0 and batch * saved > he * d * m + he * d * o + m * d * o
+
     def _folded_readout(self, last_tok: Tensor, resid_tab: Tensor, z: Tensor) -> Tensor:
         """One layer, no LayerNorm, ReLU: logits [b, o] from the readout attention's z [b, h·e]
         and the last position's residual table ``W_E + W_pos[-1]`` [v, d], through
         :class:`FoldedReluReadout`."""
         cfg, attn, mlp, W_U = self.cfg, self.blocks[0].attn, self.blocks[0].mlp, self.unembed.W_U
         W_O = attn.W_O.flatten(0, 1)  # [h·e, d]
+        shared = _shared_value(last_tok)
+        if shared is not None:  # one row for the whole batch: no [b, m] gather or scatter
+            resid_tab = resid_tab[shared]  # [d]
         if cfg.attn_bias:
             resid_tab = resid_tab + attn.b_O
-        pre_tab = resid_tab @ mlp.W_in  # [v, m]: what the last token adds to the pre-activation
-        logit_tab = (resid_tab + mlp.b_out if cfg.mlp_bias else resid_tab) @ W_U  # [v, o]
+        pre0 = resid_tab @ mlp.W_in  # [v, m] or [m]: what the last token adds to the pre-activation
+        logit0 = (resid_tab + mlp.b_out if cfg.mlp_bias else resid_tab) @ W_U  # [v, o] or [o]
         if cfg.mlp_bias:
-            pre_tab = pre_tab + mlp.b_in
+            pre0 = pre0 + mlp.b_in
         if cfg.unembed_bias:
-            logit_tab = logit_tab + self.unembed.b_U
-        if _all_equal(last_tok):  # one row for the whole batch: no [b, m] gather or scatter
-            pre0, logit0 = pre_tab[last_tok[0]], logit_tab[last_tok[0]]
-        else:
-            pre0, logit0 = F.embedding(last_tok, pre_tab), F.embedding(last_tok, logit_tab)
+            logit0 = logit0 + self.unembed.b_U
+        if shared is None:
+            pre0, logit0 = F.embedding(last_tok, pre0), F.embedding(last_tok, logit0)
         return FoldedReluReadout.apply(z, pre0, logit0, W_O @ mlp.W_in, W_O @ W_U, mlp.W_out @ W_U)[0]
 
     def _layer0_gather(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -7,7 +7,7 @@ Layout of one run::
       manifest.json                {step: {file, sha256, bytes}} for every checkpoint
       weights/step_00001000.safetensors   model state dict; step and losses in metadata
       metrics.parquet              one row per logged step
-      state/state_00001000.safetensors  latest model + optimizer + Grokfast + RNG tensors
+      state/state_00001000_<sha>.safetensors  latest model + optimizer + Grokfast + RNG
       state/state.json             its file name and SHA-256, step, wall time, optimizer
                                    param groups (exact resume)
       probes/                      probe cache (written by ``probes``)
@@ -15,8 +15,8 @@ Layout of one run::
 Every write is atomic (temporary file in the same directory, fsync, ``os.replace``),
 the manifest is written after the file it lists, and ``state.json`` is switched to a new
 state file only after that file is complete (the previous one is deleted after), so a
-crash at any moment leaves a loadable, resumable run. Reading a checkpoint verifies its SHA-256; a corrupt or
-truncated file raises :class:`CorruptCheckpointError` naming the file.
+crash at any moment leaves a loadable, resumable run. Reading a checkpoint verifies its
+SHA-256; a corrupt or truncated file raises :class:`CorruptCheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ FILE_MODE = 0o666 & ~_umask()
 def _temp_beside(path: Path) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)
+    if hasattr(os, "fchmod"):  # POSIX
+        os.fchmod(fd, FILE_MODE)
     return fd, tmp
 
 
@@ -295,7 +296,7 @@ class Run:
         try:
             (n,) = struct.unpack("<Q", data[:8])
             return dict(json.loads(data[8:8 + n]).get("__metadata__") or {})
-        except (struct.error, ValueError) as e:
+        except (struct.error, ValueError, AttributeError) as e:
             raise CorruptCheckpointError(path, f"unreadable header: {e}") from None
 
     def model_at(self, step: int):
@@ -328,14 +329,16 @@ class Run:
 
     # ---- resumable training state
     def save_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-        """Write state/: the tensors to a new file named by step, then state.json pointing at it
-        by name and hash, then delete the older state files. A crash anywhere in between leaves
-        state.json and the file it names consistent (the old pair or the new one)."""
+        """Write state/: the tensors to a new file named by step and hash, then state.json
+        pointing at it, then delete the older state files. The file state.json names is never
+        rewritten (same name, same bytes), so a crash anywhere leaves state.json and its file
+        consistent: the old pair or the new one."""
         state_dir = self.path / "state"
-        name = f"state_{int(info['step']):08d}.safetensors"
         data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        sha = sha256_bytes(data)
+        name = f"state_{int(info['step']):08d}_{sha[:12]}.safetensors"
         atomic_write_bytes(state_dir / name, data)
-        atomic_write_json(state_dir / "state.json", {**info, "file": name, "sha256": sha256_bytes(data)})
+        atomic_write_json(state_dir / "state.json", {**info, "file": name, "sha256": sha})
         for old in state_dir.glob("state*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)

@@ -538,17 +538,17 @@ def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -
 
 def resume(path: str | Path, *, n_steps: int | None = None, hooks: Sequence[Any] = (),
            progress: bool = True) -> Run:
-    """Continue a run from its last saved state (optionally to a larger ``n_steps``)."""
+    """Continue a run from its last saved state, optionally to another ``n_steps`` (not below
+    the saved step). A run that stopped before its step-0 state was saved starts over."""
     run = Run.open(path)
     cfg = run.train_config
     saved = run.state_step
-    if saved is None and run.steps:
+    if saved is None and any(run.steps):  # step 0 alone is a function of the seeds: redone below
         raise StoreError(f"{path} has checkpoints but no saved training state to resume from")
-    # saved is None and no checkpoints: the run stopped before step 0 was saved; it starts over
     if n_steps is not None and n_steps != cfg.n_steps:
         if n_steps < (saved or 0):
             raise ConfigError(f"n_steps: {n_steps} is before step {saved}, where {path} was saved; "
-                              "a run can be extended, not shortened")
+                              "a run cannot end before its saved state")
         cfg = cfg.replace(n_steps=n_steps)
         run.update_meta(config=cfg.to_dict(), checkpoint_schedule=checkpoint_steps(cfg))
     elif run.status == "complete":

@@ -36,6 +36,13 @@ def test_bad_values_exit_2_with_one_line(args, message, capsys):
     assert err.count("\n") == 0 and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("args", [["train", "--bogus"], ["nope"], ["runs", "a", "b"], ["sweep", "plot"]])
+def test_argparse_errors_are_one_line_too(args):
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "error:" in proc.stderr and "--help" in proc.stderr, proc.stderr
+
+
 def test_help_everywhere():
     for args in (["--help"], ["train", "--help"], ["runs", "--help"]):
         proc = run_cli(*args)
@@ -73,6 +80,10 @@ def test_runs_lists_the_readable_runs_and_names_the_damaged_ones(tmp_path, short
     out, err = capsys.readouterr()
     assert [line.split()[0] for line in out.strip().splitlines()[1:]] == ["a"]
     assert "skipping" in err and "b/metrics.parquet" in err and "c/manifest.json" in err
+    (tmp_path / "a" / "manifest.json").write_text("[")
+    assert main(["runs", str(tmp_path)]) == 0, "every run damaged: still a listing, no traceback"
+    out, err = capsys.readouterr()
+    assert "no readable runs" in out and err.count("skipping") == 3
 
 
 def test_resume_refuses_to_shorten_a_run_and_leaves_it_untouched(tmp_path, short_config, capsys):

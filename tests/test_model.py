@@ -10,9 +10,16 @@ TASK = Task("add", P, 0.5, 0)
 
 
 def make(**kw) -> Transformer:
+    """A small float64 model; its biases (zero at initialisation) are random, so that equality
+    tests see where each one enters."""
     torch.manual_seed(0)
-    return Transformer(ModelConfig(d_vocab=P + 1, d_vocab_out=P, d_model=32, n_heads=4, d_head=8, d_mlp=64,
-                                   dtype="float64", **kw))
+    m = Transformer(ModelConfig(**{"d_vocab": P + 1, "d_vocab_out": P, "d_model": 32, "n_heads": 4, "d_head": 8,
+                                   "d_mlp": 64, "dtype": "float64", **kw}))
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.rsplit(".", 1)[-1].startswith("b_"):
+                p.normal_(0, 0.3)
+    return m
 
 
 def test_parameter_names_and_shapes_follow_transformer_lens():
@@ -58,10 +65,15 @@ def test_hooks_can_edit_activations():
 @pytest.mark.parametrize(
     "kw",
     [{}, {"layernorm": True}, {"attn_bias": True, "unembed_bias": True}, {"act_fn": "gelu"}, {"attn_only": True},
-     {"n_layers": 2}, {"n_layers": 3, "layernorm": True, "attn_bias": True}, {"mlp_bias": False}],
+     {"n_layers": 2}, {"n_layers": 3, "layernorm": True, "attn_bias": True}, {"mlp_bias": False},
+     {"d_model": 8, "n_heads": 2, "d_head": 4, "attn_bias": True}],  # the last: folding would not pay
 )
 def test_fast_path_equals_full_forward_logits_and_gradients(kw):
     m = make(**kw)
+    if kw.get("d_model") == 8:
+        assert not m.folds_readout(len(TASK.inputs))
+    elif not kw:
+        assert m.folds_readout(len(TASK.inputs))
     x, y = TASK.inputs, TASK.labels
     full = m(x)[:, -1]
     fast = m.forward_last(x)
@@ -90,9 +102,38 @@ def test_fast_path_last_token_varying_or_under_vmap(kw):
     g_fast = torch.autograd.grad(torch.nn.functional.cross_entropy(m.forward_last(x), y), params)
     for (name, _), a, b in zip(m.named_parameters(), g_full, g_fast, strict=True):
         assert torch.allclose(a, b, atol=1e-10, rtol=1e-8), name
-    batched = torch.func.vmap(m.forward_last)(torch.stack([TASK.inputs, x]))  # tokens batched: gathered rows
+    tokens = torch.stack([TASK.inputs, x])  # batched under vmap: gathered rows
+    batched = torch.func.vmap(m.forward_last)(tokens)
     assert torch.allclose(batched[0], m(TASK.inputs)[:, -1], atol=1e-10, rtol=0)
     assert torch.allclose(batched[1], full, atol=1e-10, rtol=0)
+    last = _Last(m)
+
+    def loss(params, t):
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(last, params, (t,)), y)
+
+    params = {f"m.{n}": p.detach() for n, p in m.named_parameters()}
+    grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, tokens)  # vmap(grad), tokens batched
+    for (name, _), want in zip(m.named_parameters(), g_fast, strict=True):
+        assert torch.allclose(grads[f"m.{name}"][1], want, atol=1e-10, rtol=1e-8), name
+
+
+class _Last(torch.nn.Module):
+    """Routes ``functional_call`` to the fast path (as ``interp.batched`` does)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, t):
+        return self.m.forward_last(t)
+
+
+def test_readout_folds_only_where_it_saves_work():
+    from interp.train import preset
+
+    nanda = preset("nanda").build_model()
+    assert nanda.folds_readout(3830) and not nanda.folds_readout(512)  # full batch vs a minibatch
+    assert not preset("nanda").replace(p=401).build_model().folds_readout(10**6)  # d_vocab_out >> d_model
 
 
 def test_fast_path_float32_within_1e5():

@@ -85,28 +85,58 @@ def test_corrupt_state_is_refused_for_resume(run):
         run.load_state()
 
 
-def test_crash_while_saving_state_keeps_the_previous_state(run, monkeypatch):
-    """The new tensors are on disk but state.json was never switched to them: resume still
-    loads the previous, consistent state."""
-    tensors, info = run.load_state()
+def save_state_dying_before_state_json(run, monkeypatch, tensors, info) -> None:
+    """``run.save_state`` in a process that dies after writing the tensors, before state.json."""
     import interp.store as store
 
     real = store.atomic_write_json
 
     def crash(path, obj):
         if path.name == "state.json":
-            raise KeyboardInterrupt  # the process dies between the two writes
+            raise KeyboardInterrupt
         real(path, obj)
 
-    monkeypatch.setattr(store, "atomic_write_json", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run.save_state({k: v + 1 for k, v in tensors.items()}, {**info, "step": info["step"] + 1})
-    monkeypatch.setattr(store, "atomic_write_json", real)
+    with monkeypatch.context() as m:
+        m.setattr(store, "atomic_write_json", crash)
+        with pytest.raises(KeyboardInterrupt):
+            run.save_state(tensors, info)
+
+
+def test_crash_while_saving_state_keeps_the_previous_state(run, monkeypatch):
+    """The new tensors are on disk but state.json was never switched to them: resume still
+    loads the previous, consistent state."""
+    tensors, info = run.load_state()
+    save_state_dying_before_state_json(run, monkeypatch, {k: v + 1 for k, v in tensors.items()},
+                                       {**info, "step": info["step"] + 1})
     again, info_again = run.load_state()
     assert info_again["step"] == info["step"]
     assert all(torch.equal(again[k], v) for k, v in tensors.items())
     run.save_state(tensors, {**info, "step": info["step"] + 2})  # the next save cleans up both
-    assert [f.name for f in (run.path / "state").glob("state_*")] == [f"state_{info['step'] + 2:08d}.safetensors"]
+    (left,) = (run.path / "state").glob("state_*")
+    assert left.name.startswith(f"state_{info['step'] + 2:08d}_")
+
+
+def test_crash_while_saving_state_at_the_same_step_keeps_it(run, monkeypatch):
+    """A resumed run saves its state again at the step it resumed from, with other bytes when a
+    hook drew from the RNG: the file state.json names must not be overwritten before it moves."""
+    tensors, info = run.load_state()
+    save_state_dying_before_state_json(run, monkeypatch, {**tensors, "rng.torch": torch.get_rng_state().flip(0)},
+                                       info)
+    again, _ = run.load_state()
+    assert all(torch.equal(again[k], v) for k, v in tensors.items())
+
+
+def test_state_of_the_earlier_single_file_layout_still_loads(run):
+    tensors, info = run.load_state()
+    state = run.path / "state"
+    (current,) = state.glob("state_*.safetensors")
+    current.rename(state / "state.safetensors")  # the layout before step-named files
+    info = {k: v for k, v in info.items() if k != "file"}
+    (state / "state.json").write_text(__import__("json").dumps(info))
+    again, _ = run.load_state()
+    assert all(torch.equal(again[k], v) for k, v in tensors.items())
+    run.save_state(again, info)  # the next save moves to the new layout and removes the old file
+    assert not (state / "state.safetensors").exists() and len(list(state.glob("state_*.safetensors"))) == 1
 
 
 def test_run_files_follow_the_umask(run):

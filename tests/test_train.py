@@ -72,7 +72,8 @@ def test_run_directory_layout(tmp_path, short_config):
     sd = run.state_dict_at(60)
     model = run.model_at(60)
     assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
-    assert (run.path / "state" / "state_00000060.safetensors").exists()
+    (state_file,) = (run.path / "state").glob("state_00000060_*.safetensors")
+    assert json.loads((run.path / "state" / "state.json").read_text())["file"] == state_file.name
     assert Run.list(tmp_path)[0].path == run.path
 
 
