@@ -69,11 +69,6 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def start_step(run: Run) -> int:
-    """The step a run continues from: its saved state's step, or 0."""
-    return run.state_step or 0
-
-
 class _LastLogits(nn.Module):
     """``functional_call`` calls ``forward``; this routes it to the training fast path."""
 

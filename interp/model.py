@@ -459,13 +459,15 @@ class Transformer(HookedRootModule):
             pre.add_(attn.b_O @ mlp.W_in)
         return pre.add_(mlp.b_in) if cfg.mlp_bias else pre
 
-    def _layer0_tables(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _layer0_tables(self, n: int, last_query_only: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Layer 0's input ``W_E[tok] + W_pos[pos]`` as a [s, v, d] table, and its queries, keys and
-        values [s, v, h, e]: layer 0 sees each (position, token) on its own."""
+        values [s, v, h, e]: layer 0 sees each (position, token) on its own. With
+        ``last_query_only``, the queries of the last position only, [v, h, e] (all the fast path reads)."""
         attn = self.blocks[0].attn
         resid0 = self.embed.W_E[None] + self.pos_embed.W_pos[:n, None]  # [s, v, d]
         x = self.blocks[0].ln1_(resid0)
-        return resid0, attn._proj(x, "Q"), attn._proj(x, "K"), attn._proj(x, "V")
+        q = attn._proj(x[n - 1] if last_query_only else x, "Q")
+        return resid0, q, attn._proj(x, "K"), attn._proj(x, "V")
 
     # ---------------------------------------------------------------- fast path
     def forward_last(self, tokens: Tensor) -> Tensor:
@@ -562,8 +564,7 @@ class Transformer(HookedRootModule):
         computed once per step and gathered as scalars."""
         b, n = tokens.shape
         cfg = self.cfg
-        resid0, q_tab, k_tab, v_tab = self._layer0_tables(n)  # [s, v, ...]
-        q_tab = q_tab[n - 1]  # [v, h, e]: the query at the last position
+        resid0, q_tab, k_tab, v_tab = self._layer0_tables(n, last_query_only=True)  # q [v, h, e]; k, v [s, v, h, e]
         score_tab = torch.einsum("uhe,svhe->usvh", q_tab, k_tab) / math.sqrt(cfg.d_head)  # [v, s, v, h]
         # F.embedding: its backward is a dense index-add, much cheaper than advanced indexing's
         pos_tok = tokens + torch.arange(n, device=tokens.device) * cfg.d_vocab  # [b, s] index into (s, v)

@@ -276,7 +276,7 @@ def train_members_batched(items: Sequence[tuple[str | os.PathLike, TrainConfig |
                           device: str | None = None, max_batch: int = 128, progress: bool = True) -> list[str]:
     """Train, resume or skip members, batching same-shape ones that continue from the same
     step (:class:`interp.batched.BatchedTrainer`); returns one action per item."""
-    from interp.batched import BatchedTrainer, batch_key, start_step
+    from interp.batched import BatchedTrainer, batch_key
 
     actions, groups = [], {}
     for path, config in items:
@@ -290,7 +290,7 @@ def train_members_batched(items: Sequence[tuple[str | os.PathLike, TrainConfig |
             shutil.rmtree(path)
         run = Run.open(path) if status == "partial" else create_run(cfg, path)
         actions.append("resumed" if status == "partial" else "trained")
-        groups.setdefault((batch_key(cfg), start_step(run)), []).append((cfg, run))
+        groups.setdefault((batch_key(cfg), run.state_step or 0), []).append((cfg, run))
     for group in groups.values():
         for i in range(0, len(group), max_batch):
             chunk = group[i:i + max_batch]
