@@ -25,7 +25,8 @@ import streamlit as st
 import torch
 
 import probes
-from interp.store import Run, StoreError, grok_steps
+from interp.errors import StoreError
+from interp.store import Run, grok_steps
 from probes import phases as phases_api
 
 CREATE_HINT = "grokscope train --preset demo"

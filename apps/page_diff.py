@@ -8,7 +8,8 @@ import streamlit as st
 from apps import data, ui
 from apps.state import Ctx, context, mark_corrupt, nearest
 from interp import diff
-from interp.store import CorruptCheckpointError, Run, StoreError
+from interp.errors import CorruptCheckpointError, StoreError
+from interp.store import Run
 from probes.phases import transition_bounds
 
 

@@ -15,7 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from interp import phase
-from interp.store import DEFAULT_ROOT, StoreError
+from interp.errors import StoreError
+from interp.store import DEFAULT_ROOT
 from interp.sweep import OUTCOMES, SUMMARY_FILE, Sweep, find_sweeps, format_value, summarize
 
 PLOTLY_CONFIG = {"displaylogo": False}

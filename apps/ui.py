@@ -11,7 +11,7 @@ import streamlit as st
 
 from apps import data, plots
 from apps.state import Ctx, mark_corrupt
-from interp.store import CorruptCheckpointError, StoreError
+from interp.errors import CorruptCheckpointError, StoreError
 
 PLOTLY_CONFIG = {"displaylogo": False}
 

@@ -6,9 +6,10 @@
 """
 
 from interp.bridge import to_bridge
+from interp.errors import ConfigError, CorruptCheckpointError, StoreError
 from interp.model import ModelConfig, Transformer
-from interp.store import CorruptCheckpointError, Run, StoreError, grok_steps
-from interp.tasks import OPERATIONS, ConfigError, Task
+from interp.store import Run, grok_steps
+from interp.tasks import OPERATIONS, Task
 from interp.train import PRESETS, Hook, TrainConfig, checkpoint_steps, preset, resume, train
 
 __all__ = [

@@ -46,10 +46,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 from tqdm.auto import tqdm
 
+from interp.errors import ConfigError
 from interp.model import Transformer
 from interp.perf import reuse_freed_memory
 from interp.store import Run
-from interp.tasks import ConfigError
 from interp.train import Checkpointer, EarlyStop, MetricsLogger, TrainConfig, checkpoint_steps, lr_at
 
 #: config fields that may differ between the models of one batch; every other field must match

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from interp.errors import ConfigError
 from interp.model import Transformer
-from interp.tasks import ConfigError
 
 if TYPE_CHECKING:  # importing the bridge stack costs ~1.5 s, so only do it when converting
     from transformer_lens.model_bridge import TransformerBridge

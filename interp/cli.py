@@ -15,8 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from interp.store import DEFAULT_ROOT, Run, StoreError
-from interp.tasks import ConfigError
+from interp.errors import ConfigError, StoreError
+from interp.store import DEFAULT_ROOT, Run
 
 #: modules that contribute subcommands through ``add_cli(subparsers)``
 EXTENSIONS = ("probes.cli", "interp.diff", "interp.sweep", "apps.cli")

@@ -49,7 +49,8 @@ import torch
 from torch import Tensor
 
 from interp.cli import UsageError
-from interp.store import DEFAULT_ROOT, Run, StoreError
+from interp.errors import StoreError
+from interp.store import DEFAULT_ROOT, Run
 
 SCHEMA_VERSION = 1
 TOP_K = 8  # singular values kept per matrix

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from interp.tasks import ConfigError
+from interp.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def phase_axes(grid: dict[str, list[Any]], x: str | None = None, y: str | None =
     keys = varied(grid)
     for k in (x, y):
         if k is not None and k not in grid:
-            from interp.tasks import ConfigError
+            from interp.errors import ConfigError
 
             raise ConfigError(f"{k}: not a swept parameter (swept: {', '.join(grid)})")
     pref = [k for k in ("frac_train", "weight_decay") if k in keys] + [k for k in keys

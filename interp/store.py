@@ -41,20 +41,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from interp.errors import CorruptCheckpointError, StoreError
+
 FORMAT_VERSION = 1
 DEFAULT_ROOT = Path("checkpoints")
-
-
-class StoreError(RuntimeError):
-    """A run directory is missing, incomplete or of an unknown format."""
-
-
-class CorruptCheckpointError(StoreError):
-    """A checkpoint file does not match its manifest hash or cannot be parsed."""
-
-    def __init__(self, path: Path, why: str):
-        super().__init__(f"corrupt checkpoint {path}: {why}")
-        self.path = path
 
 
 # ------------------------------------------------------------------ atomic I/O

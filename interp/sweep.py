@@ -52,8 +52,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.store import DEFAULT_ROOT, Run, StoreError, atomic_write_json, atomic_write_parquet, grok_steps, read_json
-from interp.tasks import ConfigError
+from interp.errors import ConfigError, StoreError
+from interp.store import DEFAULT_ROOT, Run, atomic_write_json, atomic_write_parquet, grok_steps, read_json
 from interp.train import PRESETS, TrainConfig, create_run, parse_field, preset, resume, train
 
 _FIELDS = frozenset(TrainConfig.__dataclass_fields__)

@@ -16,14 +16,12 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from interp.errors import ConfigError
+
 OPERATIONS = ("add", "sub", "mul", "div", "x2_plus_y2", "x2_xy_y2", "x3_xy", "rand")
 
 #: seed of the fixed random table of the ``rand`` task (memorisation control)
 RAND_TABLE_SEED = 20230117
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
 
 
 def is_prime(n: int) -> bool:

@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from interp.errors import ConfigError, StoreError
 from interp.model import ModelConfig, Transformer
 from interp.perf import reuse_freed_memory
-from interp.store import DEFAULT_ROOT, METRIC_COLUMNS, Run, StoreError
-from interp.tasks import ConfigError, Task
+from interp.store import DEFAULT_ROOT, METRIC_COLUMNS, Run
+from interp.tasks import Task
 
 
 # ====================================================================== config

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from interp.store import METRIC_COLUMNS, Run, StoreError, sha256_bytes
-from interp.tasks import ConfigError
+from interp.errors import ConfigError, StoreError
+from interp.store import METRIC_COLUMNS, Run, sha256_bytes
 from interp.train import TrainConfig
 
 FORMATS = ("tl", "nanda2023")

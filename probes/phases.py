@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp.store import Run, StoreError
+from interp.errors import StoreError
+from interp.store import Run
 
 #: probe scalars used when present: (probe, name) in the long format of ``probes.load``
 EXCLUDED = ("progress.restricted", "logit.excluded_loss")

@@ -34,9 +34,10 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 from tqdm.auto import tqdm
 
+from interp.errors import ConfigError, StoreError
 from interp.perf import reuse_freed_memory
-from interp.store import Run, StoreError, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
-from interp.tasks import ConfigError, Task
+from interp.store import Run, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
+from interp.tasks import Task
 from probes.registry import DEFAULT_PARAMS, REGISTRY, RUN_LEVEL_PARAMS, ProbeContext, ProbeSpec, available
 
 INDEX_FORMAT = 1

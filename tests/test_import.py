@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from interp.cli import main as cli_main
-from interp.store import Run, StoreError
-from interp.tasks import ConfigError
+from interp.errors import ConfigError, StoreError
+from interp.store import Run
 from probes.importers import from_nanda2023, import_checkpoints, read_checkpoints
 
 

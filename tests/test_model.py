@@ -2,8 +2,9 @@ import pytest
 import torch
 from transformer_lens import ActivationCache
 
+from interp.errors import ConfigError
 from interp.model import ModelConfig, Transformer
-from interp.tasks import ConfigError, Task
+from interp.tasks import Task
 
 P = 13
 TASK = Task("add", P, 0.5, 0)

@@ -10,8 +10,7 @@ import pytest
 
 import probes
 from interp.cli import main as cli_main
-from interp.store import StoreError
-from interp.tasks import ConfigError
+from interp.errors import ConfigError, StoreError
 from probes import runner
 from probes.registry import REGISTRY, probe
 

@@ -17,8 +17,8 @@ import interp.cli as cli
 from interp import Run, preset, train
 from interp import phase as ph
 from interp import sweep as sw
+from interp.errors import ConfigError
 from interp.store import METRIC_COLUMNS, grok_steps
-from interp.tasks import ConfigError
 from interp.train import Hook, create_run, resume
 
 #: a 60-step tiny config on p = 23 (conftest's ``short_config`` on a 4× smaller grid)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from interp.tasks import OPERATIONS, ConfigError, Task
+from interp.errors import ConfigError
+from interp.tasks import OPERATIONS, Task
 
 
 @pytest.mark.parametrize("op", OPERATIONS)
