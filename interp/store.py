@@ -9,7 +9,7 @@ Layout of one run::
       metrics.parquet              one row per logged step
       state/state_00001000_<sha>.safetensors  latest model + optimizer + Grokfast + RNG
       state/state.json             its file name and SHA-256, step, wall time, optimizer
-                                   param groups (exact resume)
+                                   param groups, hook states (exact resume)
       probes/                      probe cache (written by ``probes``)
 
 Every write is atomic (temporary file in the same directory, fsync, ``os.replace``),
