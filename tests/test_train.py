@@ -238,3 +238,27 @@ def test_user_hook_state_survives_a_resume(tmp_path, short_config):
     again = Count()
     resume(tmp_path / "part", hooks=[again], progress=False)
     assert again.n == whole.n == short_config.n_steps + 1
+
+
+def test_batched_trainer_runs_user_hooks(tmp_path, short_config):
+    from interp.batched import BatchedTrainer
+    from interp.train import create_run
+
+    class Recorder(Hook):
+        def __init__(self):
+            self.steps, self.ckpts = [], []
+
+        def on_step_end(self, trainer, step, metrics):
+            self.steps.append(step)
+
+        def on_checkpoint(self, trainer, step, model):
+            self.ckpts.append((step, {k: v.clone() for k, v in model.state_dict().items()}))
+
+    cfgs = [short_config, short_config.replace(seed=1)]
+    runs = [create_run(c, tmp_path / f"r{i}") for i, c in enumerate(cfgs)]
+    recs = [Recorder(), Recorder()]
+    BatchedTrainer(cfgs, runs, device="cpu", progress=False, hooks=[[r] for r in recs]).fit()
+    for run, rec in zip(runs, recs):
+        assert rec.steps == list(range(61)) and [s for s, _ in rec.ckpts] == run.steps
+        step, sd = rec.ckpts[-1]
+        assert all(torch.equal(run.state_dict_at(step)[k], v) for k, v in sd.items())
