@@ -26,7 +26,8 @@ import torch
 
 import probes
 from interp.errors import StoreError
-from interp.store import Run, grok_steps
+from interp.metrics import grok_steps
+from interp.store import Run
 from probes import phases as phases_api
 
 CREATE_HINT = "grokscope train --preset demo"
@@ -239,7 +240,7 @@ class Phases:
 @st.cache_data(max_entries=32, show_spinner=False)
 def phases(path: str, metrics_sig: Sig, probes_sig: Sig) -> Phases:
     """``probes.phases.detect(run)``; if it cannot decide (e.g. no test loss logged yet), the
-    memorization and grokking steps from the metrics (``interp.store.grok_steps``)."""
+    memorization and grokking steps from the metrics (``interp.metrics.grok_steps``)."""
     run = Run.open(path)
     note = ""
     try:

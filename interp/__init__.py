@@ -3,18 +3,36 @@
     from interp import Run, TrainConfig, train
     run = train(TrainConfig(), "checkpoints/nanda")
     run = Run.open("checkpoints/nanda"); run.steps; run.metrics; run.model_at(run.steps[-1])
+
+Module dependency order: each module imports only modules before it (never ``probes`` or
+``apps``, and never this package ``interp`` itself)::
+
+    errors → tasks → model → config → metrics → store → hooks → grokfast → loop → train
+    → batched → sweep (→ phase, diff, bridge, perf: leaves over the above)
+
+* ``errors``: ConfigError, StoreError, CorruptCheckpointError.
+* ``config``: TrainConfig, parse_field, PRESETS/preset, checkpoint_steps, lr_at.
+* ``metrics``: GROK_THRESHOLD, METRIC_COLUMNS, grok_steps, final_values.
+* ``store``: Run (run directories, checkpoints, resume state).
+* ``hooks``: TrainHook protocol, Hook base, the built-in hooks.
+* ``grokfast``: the Grokfast gradient filters.
+* ``loop``: what Trainer and BatchedTrainer share (state format, minibatch seeding, hook dispatch).
+* ``train``: Trainer, train, resume, create_run. ``batched``: BatchedTrainer.
 """
 
 from interp.bridge import to_bridge
+from interp.config import PRESETS, TrainConfig, checkpoint_steps, preset
 from interp.errors import ConfigError, CorruptCheckpointError, StoreError
+from interp.hooks import Hook, TrainHook
+from interp.metrics import GROK_THRESHOLD, grok_steps
 from interp.model import ModelConfig, Transformer
-from interp.store import Run, grok_steps
+from interp.store import Run
 from interp.tasks import OPERATIONS, Task
-from interp.train import PRESETS, Hook, TrainConfig, checkpoint_steps, preset, resume, train
+from interp.train import resume, train
 
 __all__ = [
-    "OPERATIONS", "PRESETS", "ConfigError", "CorruptCheckpointError", "Hook", "ModelConfig", "Run",
-    "StoreError", "Task", "TrainConfig", "Transformer", "checkpoint_steps", "grok_steps", "preset",
-    "resume", "to_bridge", "train",
+    "GROK_THRESHOLD", "OPERATIONS", "PRESETS", "ConfigError", "CorruptCheckpointError", "Hook", "ModelConfig",
+    "Run", "StoreError", "Task", "TrainConfig", "TrainHook", "Transformer", "checkpoint_steps", "grok_steps",
+    "preset", "resume", "to_bridge", "train",
 ]
 __version__ = "0.1.0"

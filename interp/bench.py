@@ -115,7 +115,7 @@ def bench_fast_path(rounds: int = 5, steps: int = 10) -> list[dict]:
 
 
 def bench_preset(name: str, target_s: float, budget_note: str) -> list[dict]:
-    from interp.store import grok_steps
+    from interp.metrics import grok_steps
     from interp.train import preset, train
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,6 +7,8 @@ import ctypes.util
 import functools
 import sys
 
+import torch
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
 
 
@@ -20,7 +22,7 @@ def reuse_freed_memory() -> bool:
     [p², d_mlp] grid) page-faults them in every time. With ``M_MMAP_THRESHOLD`` at 1 GiB (32 MiB
     where a glibc refuses more) and ``M_TRIM_THRESHOLD`` at 2 GiB, malloc reuses warm heap pages;
     the process holds on to what it freed. Idempotent. Returns whether both settings took (glibc
-    on Linux only). Called by the trainers, the probe runner and the benchmarks."""
+    on Linux only). Called by entry points, through :func:`configure_process`."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -30,3 +32,12 @@ def reuse_freed_memory() -> bool:
     except (OSError, AttributeError):  # no glibc (e.g. musl has no mallopt symbol)
         return False
     return mmap_ok and trim_ok
+
+
+def configure_process(threads: int | None = None) -> None:
+    """Process-wide settings for an entry point (CLI command, sweep worker, benchmark, demo):
+    :func:`reuse_freed_memory`, and ``torch.set_num_threads(threads)`` when ``threads`` is
+    given. Library code (the trainers, the probe runner) never calls this; entry points do."""
+    reuse_freed_memory()
+    if threads is not None:
+        torch.set_num_threads(threads)

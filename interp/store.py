@@ -9,7 +9,7 @@ Layout of one run::
       metrics.parquet              one row per logged step
       state/state_00001000_<sha>.safetensors  latest model + optimizer + Grokfast + RNG
       state/state.json             its file name and SHA-256, step, wall time, optimizer
-                                   param groups (exact resume)
+                                   param groups, hook states (exact resume)
       probes/                      probe cache (written by ``probes``)
 
 Every write is atomic (temporary file in the same directory, fsync, ``os.replace``),
@@ -41,7 +41,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from interp.config import TrainConfig
 from interp.errors import CorruptCheckpointError, StoreError
+from interp.metrics import METRIC_COLUMNS, final_values, grok_steps
 
 FORMAT_VERSION = 1
 DEFAULT_ROOT = Path("checkpoints")
@@ -210,9 +212,7 @@ class Run:
         atomic_write_json(self.path / "run.json", self.meta)
 
     @cached_property
-    def train_config(self):
-        from interp.train import TrainConfig
-
+    def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.config)
 
     @property
@@ -352,30 +352,10 @@ class Run:
 
     # ---- summaries
     def summary(self) -> dict[str, Any]:
-        """Steps, final accuracies and the grokking steps (see :func:`grok_steps`)."""
+        """Steps, final values and the grokking steps (:mod:`interp.metrics`)."""
         m = self.metrics
         out: dict[str, Any] = {"run": str(self.path), "name": self.name, "status": self.status,
                                "checkpoints": len(self.steps)}
-        out["last_step"] = int(m["step"].iloc[-1]) if len(m) else 0
-        for col in ("train_acc", "test_acc", "train_loss", "test_loss"):
-            vals = m[col].dropna() if col in m else []
-            out[col] = float(vals.iloc[-1]) if len(vals) else float("nan")
+        out.update(final_values(m, ("train_acc", "test_acc", "train_loss", "test_loss")))
         out.update(grok_steps(m))
         return out
-
-
-METRIC_COLUMNS = ["step", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
-                  "weight_norm", "grad_norm", "wall_time"]
-
-
-def grok_steps(metrics: pd.DataFrame, threshold: float = 0.99) -> dict[str, int | None]:
-    """First step with train accuracy 100% (``memorized_step``), first step with test
-    accuracy >= ``threshold`` (``grokked_step``), or None where it never happened."""
-
-    def first(col: str, thr: float) -> int | None:
-        if col not in metrics or not len(metrics):
-            return None
-        hit = metrics.loc[metrics[col] >= thr, "step"]
-        return int(hit.iloc[0]) if len(hit) else None
-
-    return {"memorized_step": first("train_acc", 1.0), "grokked_step": first("test_acc", threshold)}

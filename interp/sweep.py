@@ -53,7 +53,8 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError, StoreError
-from interp.store import DEFAULT_ROOT, Run, atomic_write_json, atomic_write_parquet, grok_steps, read_json
+from interp.metrics import final_values, grok_steps
+from interp.store import DEFAULT_ROOT, Run, atomic_write_json, atomic_write_parquet, read_json
 from interp.train import PRESETS, TrainConfig, create_run, parse_field, preset, resume, train
 
 _FIELDS = frozenset(TrainConfig.__dataclass_fields__)
@@ -523,11 +524,8 @@ def summarize(path: str | os.PathLike, delay_factor: float = DELAY_FACTOR, key_f
         r = Run.open(mpath)
         met = r.metrics
         steps = grok_steps(met, m.config.grok_threshold)
-        row.update(status=r.status, last_step=int(met["step"].iloc[-1]) if len(met) else 0, **steps)
-        for col in ("train_loss", "test_loss", "train_acc", "test_acc"):
-            vals = met[col].dropna() if len(met) else []
-            row[col] = float(vals.iloc[-1]) if len(vals) else math.nan
-        row["wall_time"] = float(met["wall_time"].iloc[-1]) if len(met) else math.nan
+        final = final_values(met, ("train_loss", "test_loss", "train_acc", "test_acc", "wall_time"))
+        row.update(status=r.status, last_step=final.pop("last_step"), **steps, **final)
         row["stopped_early"] = bool(r.meta.get("stopped_early", False))
         complete = r.status == "complete"
         row["outcome"] = (classify(steps["memorized_step"], steps["grokked_step"], m.config.eval_every, delay_factor)

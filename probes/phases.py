@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import StoreError
+from interp.metrics import GROK_THRESHOLD
 from interp.store import Run
 
 #: probe scalars used when present: (probe, name) in the long format of ``probes.load``
@@ -109,7 +110,7 @@ def _load_scalars(run: Run) -> pd.DataFrame | None:
 
 def detect(run_or_frames: Run | pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame | None],
            scalars: pd.DataFrame | None = None, *, snap: bool = True, fall: float = 0.1,
-           min_fall: float = 1.0, window: int = 5, grok_threshold: float = 0.99) -> Phases:
+           min_fall: float = 1.0, window: int = 5, grok_threshold: float = GROK_THRESHOLD) -> Phases:
     """Locate memorization, circuit formation and clean-up (Nanda et al. 2023, arXiv:2301.05217).
 
     ``run_or_frames``: a :class:`~interp.store.Run`, its metrics DataFrame (columns step,
@@ -138,7 +139,7 @@ def detect(run_or_frames: Run | pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame 
        starts to fall); without probe scalars, the maximum of the weight norm (the sum of
        squared weights starts to fall, the only metrics-only sign of circuit formation).
     4. ``grok_step`` — first step with test accuracy ≥ ``grok_threshold``, as in
-       :func:`interp.store.grok_steps`.
+       :func:`interp.metrics.grok_steps`.
 
     The phases are contiguous as in the paper, so the order memorization_end ≤ circuit_start ≤
     circuit_end ≤ cleanup_end holds by construction; grok_step normally falls inside clean-up

@@ -36,7 +36,7 @@ class InterruptAt(Hook):
     def __init__(self, step: int):
         self.step = step
 
-    def on_step_end(self, step, metrics):
+    def on_step_end(self, trainer, step, metrics):
         if step == self.step:
             raise Interrupt(step)
 

@@ -1,0 +1,209 @@
+"""What defines a run: :class:`TrainConfig`, ``key=value`` parsing, the presets, the
+checkpoint schedule and the learning-rate schedule.
+
+The architecture fields of :class:`~interp.model.ModelConfig` (every field but the task-derived
+``d_vocab``, ``d_vocab_out`` and ``n_ctx``) are inherited, with their types and defaults, from a
+dataclass generated from ``ModelConfig`` itself: a new model option is one edit, in model.py, and
+appears in TrainConfig, run.json and ``--set`` without another. Imports tasks and model only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields, make_dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from interp.errors import ConfigError
+from interp.model import ModelConfig, Transformer
+from interp.tasks import Task
+
+#: ModelConfig fields that a TrainConfig derives from its task, not from its own fields
+TASK_DERIVED_FIELDS = frozenset({"d_vocab", "d_vocab_out", "n_ctx"})
+#: ModelConfig fields that TrainConfig carries, in ModelConfig's order
+ARCH_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name not in TASK_DERIVED_FIELDS)
+
+_MODEL_TYPES = typing.get_type_hints(ModelConfig)
+_ArchFields = make_dataclass(
+    "_ArchFields",
+    [(f.name, _MODEL_TYPES[f.name], dataclasses.field(default=f.default, default_factory=f.default_factory))
+     for f in fields(ModelConfig) if f.name in ARCH_FIELDS],
+    frozen=True, kw_only=True,
+)
+_ArchFields.__doc__ = "The architecture fields of ModelConfig, generated from it (see the module docstring)."
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(_ArchFields):
+    """Everything that defines a run. Defaults are the 2023 progress-measures paper's
+    (Nanda et al., arXiv:2301.05217): p = 113, a+b, 30% of pairs, one layer, d_model 128,
+    4 heads of 32, d_mlp 512, ReLU, no LayerNorm, full-batch AdamW(lr 1e-3, wd 1.0,
+    betas (0.9, 0.98)), 10-step linear warm-up, float64 loss, 40,000 steps. The model fields
+    (``d_model``, ``n_heads``, ``d_head``, ``d_mlp``, ``n_layers``, ``act_fn``, ``layernorm``, ...)
+    are :data:`ARCH_FIELDS`, inherited from :class:`~interp.model.ModelConfig`."""
+
+    # task
+    op: str = "add"
+    p: int = 113
+    frac_train: float = 0.3
+    data_seed: int = 0
+    seed: int = 0  # model init and minibatch order
+    # optimisation
+    n_steps: int = 40_000
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    warmup_steps: int = 10
+    batch_size: int | None = None  # None: full batch
+    loss_dtype: str = "float64"
+    # Grokfast (Lee et al. 2024, arXiv:2405.20233)
+    grokfast: str = "none"  # "none" | "ema" | "ma"
+    grokfast_alpha: float = 0.98
+    grokfast_lamb: float = 2.0
+    grokfast_window: int = 100
+    # checkpoints and evaluation
+    ckpt_dense_until: int = 100
+    ckpt_dense_every: int = 10
+    ckpt_log_count: int = 100
+    ckpt_every: int | None = None  # None: n_steps // 200
+    eval_every: int = 100
+    stop_after_grok: int | None = None  # stop once test acc >= grok_threshold for this many steps
+    grok_threshold: float = 0.99  # interp.metrics.GROK_THRESHOLD
+    fast_path: bool = True
+
+    def __post_init__(self) -> None:
+        self.task()
+        self.model_config()
+        checks = {
+            "n_steps": self.n_steps >= 0, "lr": math.isfinite(self.lr) and self.lr > 0,
+            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1, "warmup_steps": self.warmup_steps >= 0,
+            "batch_size": self.batch_size is None or self.batch_size >= 1,
+            "loss_dtype": self.loss_dtype in ("float32", "float64"),
+            "grokfast": self.grokfast in ("none", "ema", "ma"),
+            "grokfast_alpha": 0 <= self.grokfast_alpha < 1, "grokfast_lamb": math.isfinite(self.grokfast_lamb),
+            "grokfast_window": self.grokfast_window >= 1, "ckpt_dense_until": self.ckpt_dense_until >= 0,
+            "ckpt_dense_every": self.ckpt_dense_every >= 1, "ckpt_log_count": self.ckpt_log_count >= 0,
+            "ckpt_every": self.ckpt_every is None or self.ckpt_every >= 1, "eval_every": self.eval_every >= 1,
+            "stop_after_grok": self.stop_after_grok is None or self.stop_after_grok >= 0,
+            "grok_threshold": 0 < self.grok_threshold <= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"{name}: invalid value {getattr(self, name)!r}")
+
+    def task(self) -> Task:
+        return Task(self.op, self.p, self.frac_train, self.data_seed)
+
+    def model_config(self) -> ModelConfig:
+        """The ModelConfig: the task's vocabulary and context, and every field in ARCH_FIELDS."""
+        return ModelConfig(d_vocab=self.p + 1, d_vocab_out=self.p, n_ctx=3,
+                           **{name: getattr(self, name) for name in ARCH_FIELDS})
+
+    def build_model(self) -> Transformer:
+        """The model initialised from ``seed``, without touching the global RNG."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            return Transformer(self.model_config())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown config key (known: {', '.join(sorted(known))})")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, pairs: Iterable[str]) -> TrainConfig:
+        """Apply ``key=value`` strings, parsing each value by the field's type."""
+        changes = {}
+        for pair in pairs:
+            if "=" not in pair:
+                raise ConfigError(f"--set {pair!r}: expected key=value")
+            key, value = pair.split("=", 1)
+            changes[key.strip()] = parse_field(key.strip(), value.strip())
+        return self.replace(**changes)
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.ckpt_every or max(1, self.n_steps // 200)
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def parse_field(key: str, value: str) -> Any:
+    """Parse ``value`` for TrainConfig field ``key``; raise ConfigError naming the field."""
+    if key not in _FIELD_TYPES:
+        raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(_FIELD_TYPES))})")
+    tp = _FIELD_TYPES[key]
+    optional = isinstance(tp, types.UnionType) and type(None) in tp.__args__
+    if optional:
+        if value.lower() in ("none", "null", ""):
+            return None
+        tp = next(a for a in tp.__args__ if a is not type(None))
+    try:
+        if tp is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            return int(float(value)) if float(value).is_integer() else int(value)
+        return tp(value)
+    except ValueError:
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # Nanda et al. 2023: groks (test acc >= 99%) between ~5k and ~25k steps.
+    "nanda": TrainConfig(),
+    # Same model with the Grokfast EMA filter (alpha 0.98, lambda 2) and lr 3e-3: groks in ~2k steps
+    # (at lr 1e-3 the filter alone still needs well over 3k); stops 300 steps after grokking.
+    "demo": TrainConfig(grokfast="ema", lr=3e-3, n_steps=5_000, ckpt_every=20, eval_every=20, stop_after_grok=300),
+    # Small and fast, for tests: groks in seconds on a CPU.
+    "tiny": TrainConfig(
+        p=47, frac_train=0.4, d_model=64, n_heads=4, d_head=16, d_mlp=128, lr=3e-3, weight_decay=3.0,
+        n_steps=1_500, ckpt_dense_until=50, ckpt_dense_every=10, ckpt_log_count=30, ckpt_every=25, eval_every=10,
+    ),
+}
+
+
+def preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def checkpoint_steps(cfg: TrainConfig) -> list[int]:
+    """Sorted checkpoint steps: every ``ckpt_dense_every`` steps up to ``ckpt_dense_until``
+    (the fast early dynamics), ``ckpt_log_count`` log-spaced steps from there to
+    ``n_steps``, every ``checkpoint_every`` steps, and step 0 and the final step.
+    The defaults give about 300 checkpoints for the 40k-step ``nanda`` preset."""
+    n = cfg.n_steps
+    steps = set(range(0, min(cfg.ckpt_dense_until, n) + 1, cfg.ckpt_dense_every))
+    lo = max(cfg.ckpt_dense_until, 1)
+    if cfg.ckpt_log_count and n > lo:
+        steps.update(np.unique(np.geomspace(lo, n, cfg.ckpt_log_count).round().astype(int)).tolist())
+    steps.update(range(0, n + 1, cfg.checkpoint_every))
+    steps.update({0, n})
+    return sorted(s for s in steps if 0 <= s <= n)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up: lr_t = lr · min(1, (t + 1) / warmup_steps), then constant."""
+    return cfg.lr * (min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
