@@ -51,6 +51,7 @@ from interp.grokfast import Grokfast
 from interp.hooks import TrainHook
 from interp.loop import RunLoop, TrainState, minibatch
 from interp.model import Transformer
+from interp.numerics import normal_grad
 from interp.store import Run
 
 #: config fields that may differ between the models of one batch; every other field must match
@@ -201,7 +202,7 @@ class BatchedTrainer:
     def _loss(self, params: dict[str, Tensor], w: Tensor, w_test: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """One model: mean cross-entropy over its weighted training cells; test metrics as aux."""
         logits = functional_call(self.base, {f"model.{n}": t for n, t in params.items()}, (self.x,))
-        nll = -logits.to(self.loss_dtype).log_softmax(-1).gather(-1, self.y[:, None]).squeeze(-1)  # [p²]
+        nll = -normal_grad(logits.to(self.loss_dtype), self.dtype).log_softmax(-1).gather(-1, self.y[:, None]).squeeze(-1)  # [p²]
         correct = (logits.argmax(-1) == self.y).to(self.loss_dtype)
         loss = (nll * w).sum() / w.sum()
         n_test = w_test.sum()

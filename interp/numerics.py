@@ -41,6 +41,8 @@ def tiny(dtype: torch.dtype) -> float:
 class _NormalGrad(torch.autograd.Function):
     """Identity forward; backward zeroes gradient entries with |g| < ``floor`` (same dtype out)."""
 
+    generate_vmap_rule = True  # the batched trainer takes per-model gradients with vmap(grad(...))
+
     @staticmethod
     def forward(x: Tensor, floor: float) -> Tensor:
         return x.view_as(x)

@@ -32,6 +32,7 @@ from interp.errors import ConfigError, StoreError
 from interp.grokfast import Grokfast
 from interp.hooks import Hook, TrainHook  # noqa: F401  (re-exported)
 from interp.loop import RunLoop, TrainState, minibatch
+from interp.numerics import normal_grad
 from interp.store import DEFAULT_ROOT, Run
 
 
@@ -84,7 +85,8 @@ class Trainer(RunLoop):
         return self.model.forward_last(x) if self.cfg.fast_path else self.model(x)[:, -1]
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.to(getattr(torch, self.cfg.loss_dtype)), y)
+        """Mean cross-entropy in ``loss_dtype``; its gradient carries no subnormal (interp.numerics)."""
+        return F.cross_entropy(normal_grad(logits.to(getattr(torch, self.cfg.loss_dtype)), logits.dtype), y)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
