@@ -14,10 +14,11 @@ from urllib.parse import quote
 import pandas as pd
 import streamlit as st
 
-from interp import phase
+from apps import sweep_plots
 from interp.errors import StoreError
 from interp.store import DEFAULT_ROOT
-from interp.sweep import OUTCOMES, SUMMARY_FILE, Sweep, find_sweeps, format_value, summarize
+from interp.sweep import OUTCOMES, SUMMARY_FILE, Sweep, find_sweeps, format_value
+from probes.sweep_summary import summarize
 
 PLOTLY_CONFIG = {"displaylogo": False}
 RUN_PAGE = "overview"  # url path of the dashboard page a run link opens
@@ -124,10 +125,11 @@ def render() -> None:
     cols = st.columns(len(OUTCOMES) + 1)
     cols[0].metric("members", len(df))
     for col, outcome in zip(cols[1:], OUTCOMES):
-        col.metric(phase.OUTCOME_LABELS[outcome], int(counts.get(outcome, 0)))
+        col.metric(sweep_plots.OUTCOME_LABELS[outcome], int(counts.get(outcome, 0)))
 
-    figs = [("phase", phase.fig_phase_diagram(df, sweep.grid)), ("steps", phase.fig_steps_to_grok(df, sweep.grid))]
-    crit = phase.fig_critical_fraction(df, sweep.grid)
+    figs = [("phase", sweep_plots.fig_phase_diagram(df, sweep.grid)),
+            ("steps", sweep_plots.fig_steps_to_grok(df, sweep.grid))]
+    crit = sweep_plots.fig_critical_fraction(df, sweep.grid)
     shown = [(k, f) for k, f in figs if f is not None]
     for i in range(0, len(shown), 2):
         row = st.columns(2)
