@@ -25,11 +25,17 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import StoreError
-from interp.store import Run
+from interp.store import Run, grok_steps
 
 #: probe scalars used when present: (probe, name) in the long format of ``probes.load``
 EXCLUDED = ("progress.restricted", "logit.excluded_loss")
 RESTRICTED = ("progress.restricted", "logit.restricted_loss")
+
+
+#: the step fields of :class:`Phases`, in phase order
+PHASE_FIELDS = ("memorization_end", "circuit_start", "circuit_end", "cleanup_end", "grok_step")
+#: ``Phases.signal`` of :meth:`Phases.from_metrics` (accuracy landmarks only)
+ACCURACY_SIGNAL = "metrics:accuracy"
 
 
 @dataclass(frozen=True)
@@ -40,21 +46,41 @@ class Phases:
     ≤ cleanup_end`` (circuit formation spans [circuit_start, circuit_end], clean-up
     [circuit_end, cleanup_end]); ``grok_step`` is the first step with test accuracy ≥ 99%.
     ``signal`` names what placed circuit_start ("probes:logit.excluded_loss",
-    "probes:logit.restricted_loss" or "metrics:weight_norm"), ``rule`` says it in words, and
-    ``snapped`` is True when the steps were moved to the nearest saved checkpoint."""
+    "probes:logit.restricted_loss" or "metrics:weight_norm"; :data:`ACCURACY_SIGNAL` when only the
+    accuracy landmarks are known), ``rule`` says it in words, and ``snapped`` is True when the steps
+    were moved to the nearest saved checkpoint."""
 
-    memorization_end: int | None
-    circuit_start: int | None
-    circuit_end: int | None
-    cleanup_end: int | None
-    grok_step: int | None
-    signal: str
-    rule: str
+    memorization_end: int | None = None
+    circuit_start: int | None = None
+    circuit_end: int | None = None
+    cleanup_end: int | None = None
+    grok_step: int | None = None
+    signal: str = ""
+    rule: str = ""
     snapped: bool = False
     landmarks: dict[str, Any] = field(default_factory=dict)  # unsnapped steps and the test-loss levels used
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def detected(self) -> bool:
+        """Whether :func:`detect` placed the phases (rather than :meth:`from_metrics`)."""
+        return self.signal != ACCURACY_SIGNAL
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(label, start, end) of each phase whose bounds are known."""
+        b = [("memorization", 0, self.memorization_end), ("circuit formation", self.circuit_start, self.circuit_end),
+             ("cleanup", self.circuit_end, self.cleanup_end)]
+        return [(name, int(lo), int(hi)) for name, lo, hi in b if lo is not None and hi is not None and hi > lo]
+
+    @classmethod
+    def from_metrics(cls, metrics: pd.DataFrame, note: str = "") -> Phases:
+        """Only the accuracy landmarks (:func:`interp.store.grok_steps`): memorization_end, the first
+        step with train accuracy 100%, and grok_step, the first with test accuracy ≥ 99%."""
+        g = grok_steps(metrics)
+        return cls(memorization_end=g["memorized_step"], grok_step=g["grokked_step"], signal=ACCURACY_SIGNAL,
+                   rule="first 100% train accuracy and first ≥99% test accuracy" + note)
 
 
 def transition_bounds(phases: Any) -> tuple[int | None, int | None]:
