@@ -133,6 +133,8 @@ def _load_scalars(run: Run) -> pd.DataFrame | None:
     return df if len(df) else None
 
 
+# detect is longer than ~60 lines: it follows its docstring's rule step by step, one landmark after
+# the other; split up, the rule would be read across functions out of order.
 def detect(run_or_frames: Run | pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame | None],
            scalars: pd.DataFrame | None = None, *, snap: bool = True, fall: float = 0.1,
            min_fall: float = 1.0, window: int = 5, grok_threshold: float = 0.99) -> Phases:
