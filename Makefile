@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m interp.demo
+	$(PY) -m apps.demo
 
 test: install
 	$(PY) -m ruff check interp probes apps tests

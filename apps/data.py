@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +26,9 @@ import torch
 
 import probes
 from interp.errors import StoreError
-from interp.metrics import grok_steps
 from interp.store import Run
 from probes import phases as phases_api
+from probes.phases import PHASE_FIELDS, Phases
 
 CREATE_HINT = "grokscope train --preset demo"
 Sig = tuple
@@ -217,40 +217,16 @@ def at_step(steps_arr: np.ndarray, step: int) -> int:
     return int(np.argmin(np.abs(steps_arr - step)))
 
 
-PHASE_FIELDS = ("memorization_end", "circuit_start", "circuit_end", "cleanup_end", "grok_step")
-
-
-@dataclass(frozen=True)
-class Phases:
-    memorization_end: int | None = None
-    circuit_start: int | None = None
-    circuit_end: int | None = None
-    cleanup_end: int | None = None
-    grok_step: int | None = None
-    source: str = "metrics"
-    rule: str = ""
-
-    def spans(self) -> list[tuple[str, int, int]]:
-        """(label, start, end) of each phase whose bounds are known."""
-        b = [("memorization", 0, self.memorization_end), ("circuit formation", self.circuit_start, self.circuit_end),
-             ("cleanup", self.circuit_end, self.cleanup_end)]
-        return [(name, int(lo), int(hi)) for name, lo, hi in b if lo is not None and hi is not None and hi > lo]
-
-
 @st.cache_data(max_entries=32, show_spinner=False)
 def phases(path: str, metrics_sig: Sig, probes_sig: Sig) -> Phases:
     """``probes.phases.detect(run)``; if it cannot decide (e.g. no test loss logged yet), the
-    memorization and grokking steps from the metrics (``interp.metrics.grok_steps``)."""
+    memorization and grokking steps from the metrics (``Phases.from_metrics``)."""
     run = Run.open(path)
-    note = ""
     try:
         ph = phases_api.detect(run)
-        vals = {f: (None if getattr(ph, f) is None else int(getattr(ph, f))) for f in PHASE_FIELDS}
-        return Phases(**vals, source="probes.phases", rule=ph.rule)
     except (StoreError, ValueError, KeyError, IndexError) as e:
-        note = f" (probes.phases failed: {e})"
-    g = grok_steps(run.metrics)
-    return Phases(memorization_end=g["memorized_step"], grok_step=g["grokked_step"], source="metrics" + note)
+        return Phases.from_metrics(run.metrics, note=f" (probes.phases failed: {e})")
+    return replace(ph, **{f: None if getattr(ph, f) is None else int(getattr(ph, f)) for f in PHASE_FIELDS})
 
 
 # ------------------------------------------------------------------ models and activations

@@ -10,8 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from apps import data, ui
+from apps import ui
 from apps.state import Ctx, context
+from probes.phases import Phases
 
 KEYS = ["a", "b", "="]
 READOUT = 2  # query position of `=`
@@ -55,7 +56,7 @@ def per_head_series(steps_arr: np.ndarray, values: np.ndarray) -> dict[str, pd.S
     return {f"head {h}": pd.Series(values[:, h], index=steps_arr) for h in range(values.shape[1])}
 
 
-def sparsity_plot(ctx: Ctx, layer: int, measure: str, phases: data.Phases) -> go.Figure | None:
+def sparsity_plot(ctx: Ctx, layer: int, measure: str, phases: Phases) -> go.Figure | None:
     got = ui.arrays(ctx, "attention.sparsity")
     if got is None or measure not in got[1]:
         return None
@@ -65,7 +66,7 @@ def sparsity_plot(ctx: Ctx, layer: int, measure: str, phases: data.Phases) -> go
     return ui.time_plot(ctx, f"Readout attention: {label}", f"{label} ({unit})", series, log_y=False, phases=phases)
 
 
-def sink_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
+def sink_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     s = ui.scalar(ctx, "attention.sinks/sink_rate")
     if s is None:
         return None
@@ -78,7 +79,7 @@ def sink_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
     return fig.update_yaxes(range=[-2, 102])
 
 
-def eq_share_plot(ctx: Ctx, layer: int, phases: data.Phases) -> go.Figure | None:
+def eq_share_plot(ctx: Ctx, layer: int, phases: Phases) -> go.Figure | None:
     got = ui.arrays(ctx, "attention.sinks")
     if got is None:
         return None
@@ -88,7 +89,7 @@ def eq_share_plot(ctx: Ctx, layer: int, phases: data.Phases) -> go.Figure | None
     return fig.update_yaxes(range=[0, 1.02])
 
 
-def value_drain_plot(ctx: Ctx, layer: int, phases: data.Phases) -> go.Figure | None:
+def value_drain_plot(ctx: Ctx, layer: int, phases: Phases) -> go.Figure | None:
     got = ui.arrays(ctx, "attention.sinks")
     if got is None:
         return None
@@ -99,7 +100,7 @@ def value_drain_plot(ctx: Ctx, layer: int, phases: data.Phases) -> go.Figure | N
                         series, log_y=None, phases=phases)
 
 
-def residual_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
+def residual_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     got = ui.arrays(ctx, "attention.sinks")
     if got is None:
         return None

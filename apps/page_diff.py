@@ -1,19 +1,21 @@
 """Checkpoint diff: what changed between two checkpoints of the run. Defaults to the checkpoints
-around the detected transition. Shows the ``interp.diff.compare(...).to_html()`` report inline."""
+around the detected transition. Shows the ``probes.diff.compare`` report inline, rendered by
+:func:`apps.report.to_html`."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from apps import data, ui
+from apps.report import to_html
 from apps.state import Ctx, context, mark_corrupt, nearest
-from interp import diff
 from interp.errors import CorruptCheckpointError, StoreError
 from interp.store import Run
-from probes.phases import transition_bounds
+from probes.diff import compare
+from probes.phases import Phases, transition_bounds
 
 
-def default_pair(ctx: Ctx, phases: data.Phases) -> tuple[int, int]:
+def default_pair(ctx: Ctx, phases: Phases) -> tuple[int, int]:
     """(before, after) the transition: end of memorisation (else start of circuit formation) to the
     end of cleanup (else the grokking step, else the end of circuit formation), snapped to saved
     steps; the first and last checkpoints when no phase is known."""
@@ -27,9 +29,9 @@ def default_pair(ctx: Ctx, phases: data.Phases) -> tuple[int, int]:
 
 @st.cache_data(max_entries=16, show_spinner="Comparing the checkpoints…")
 def report(path: str, a: int, b: int, manifest: data.Sig) -> str:
-    """The HTML of ``interp.diff.compare((run, a), (run, b))`` (it opens with its own summary)."""
+    """The HTML of ``probes.diff.compare((run, a), (run, b))`` (it opens with its own summary)."""
     run = Run.open(path)
-    return diff.compare((run, a), (run, b)).to_html()
+    return to_html(compare((run, a), (run, b)))
 
 
 def embed(html: str) -> None:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from apps import data, plots, ui
 from apps.state import Ctx, context
+from probes.phases import Phases
 from probes.registry import DEFAULT_PARAMS
 
 FREQ_AXIS = "frequency k (w_k = 2πk/p)"
@@ -49,7 +50,7 @@ def key_freq_timeline(ctx: Ctx) -> go.Figure | None:
     return plots.mark_step(fig, ctx.step)
 
 
-def gini_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
+def gini_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     series = ui.scalars(ctx, [("W_E", "fourier.embed/gini"), ("W_L = W_out·W_U", "fourier.logit_map/gini"),
                                   ("W_U", "fourier.unembed/gini")])
     if not series:
@@ -132,7 +133,7 @@ def neuron_figures(acts: np.ndarray, p: int, n: int, step: int) -> tuple[go.Figu
     return acts_fig, spec_fig
 
 
-def logits_section(ctx: Ctx, phases: data.Phases) -> None:
+def logits_section(ctx: Ctx, phases: Phases) -> None:
     got = ui.arrays(ctx, "fourier.logits")
     c1, c2 = st.columns(2)
     if got is None:
@@ -154,7 +155,7 @@ def logits_section(ctx: Ctx, phases: data.Phases) -> None:
             ui.chart(fig.update_yaxes(range=[0, 1.02]), "fourier_logit_fve")
 
 
-def clock_pizza(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
+def clock_pizza(ctx: Ctx, phases: Phases) -> go.Figure | None:
     series = ui.scalars(ctx, [("gradient symmetricity", "fourier.clock_pizza/gradient_symmetricity"),
                                   ("distance irrelevance", "fourier.clock_pizza/distance_irrelevance")])
     if not series:

@@ -8,6 +8,7 @@ import streamlit as st
 
 from apps import data, ui
 from apps.state import Ctx, context
+from probes.phases import Phases
 
 
 def runs_table(ctx: Ctx) -> pd.DataFrame:
@@ -31,7 +32,7 @@ def metric_series(ctx: Ctx, column: str) -> pd.Series:
     return pd.Series(df["value"].to_numpy(), index=df["step"].to_numpy(), name=column)
 
 
-def curves(ctx: Ctx, phases: data.Phases) -> None:
+def curves(ctx: Ctx, phases: Phases) -> None:
     c1, c2 = st.columns(2)
     with c1:
         fig = ui.time_plot(ctx, "Loss", "cross-entropy loss (nats)", {
@@ -68,7 +69,7 @@ def at_step(ctx: Ctx) -> None:
         cols[3].metric("test accuracy", f"{tested['test_acc'].iloc[-1]:.1%}")
 
 
-def phase_table(phases: data.Phases) -> pd.DataFrame:
+def phase_table(phases: Phases) -> pd.DataFrame:
     names = {"memorization_end": "end of memorization", "circuit_start": "circuit formation starts",
              "circuit_end": "circuit formation ends", "cleanup_end": "end of cleanup", "grok_step": "grokking step"}
     return pd.DataFrame({"event": list(names.values()),
@@ -89,8 +90,8 @@ def render() -> None:
     c1, c2 = st.columns(2)
     with c1:
         st.subheader("Phases")
-        st.caption(f"from `probes.phases.detect`: {phases.rule}" if phases.source == "probes.phases" else
-                   f"from the {phases.source}: first 100% train accuracy and first ≥99% test accuracy")
+        st.caption(f"from `probes.phases.detect`: {phases.rule}" if phases.detected else
+                   f"from the metrics: {phases.rule}")
         st.dataframe(phase_table(phases), hide_index=True, key="phase_table")
     with c2:
         st.subheader("Config")

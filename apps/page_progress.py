@@ -10,6 +10,7 @@ import streamlit as st
 
 from apps import data, plots, ui
 from apps.state import Ctx, context
+from probes.phases import Phases
 
 CONVENTIONS = {
     "logit": ("Logit convention", "logits projected onto (restricted) / off (excluded) the key-frequency "
@@ -25,7 +26,7 @@ def loss_series(ctx: Ctx, conv: str) -> dict[str, pd.Series]:
     return ui.scalars(ctx, cols)
 
 
-def loss_plot(ctx: Ctx, conv: str, phases: data.Phases) -> go.Figure | None:
+def loss_plot(ctx: Ctx, conv: str, phases: Phases) -> go.Figure | None:
     series = loss_series(ctx, conv)
     if not any(k.startswith(("restricted", "excluded")) for k in series):
         return None
@@ -34,7 +35,7 @@ def loss_plot(ctx: Ctx, conv: str, phases: data.Phases) -> go.Figure | None:
                         log_y=True, phases=phases)
 
 
-def weight_plots(ctx: Ctx, phases: data.Phases) -> tuple[go.Figure | None, go.Figure | None]:
+def weight_plots(ctx: Ctx, phases: Phases) -> tuple[go.Figure | None, go.Figure | None]:
     total = ui.scalar(ctx, "progress.weights/ssq_total")
     df = data.probe_scalars(ctx.path, ctx.key.probes)
     per = {c.split("/ssq.", 1)[1]: df[c].dropna() for c in df.columns if c.startswith("progress.weights/ssq.")}
@@ -61,7 +62,7 @@ def excluded_per_freq(ctx: Ctx) -> go.Figure | None:
     return fig.update_xaxes(type="category")
 
 
-def li2_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
+def li2_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     series = ui.scalars(ctx, [("‖∂L/∂F‖ hidden", "li2/grad_norm_hidden"),
                                   ("energy share of key neurons", "li2/energy_key_share")])
     if not series:
@@ -70,7 +71,7 @@ def li2_plot(ctx: Ctx, phases: data.Phases) -> go.Figure | None:
                         phases=phases)
 
 
-def transition_caption(phases: data.Phases) -> str:
+def transition_caption(phases: Phases) -> str:
     parts = [f"{label}: steps {lo}–{hi}" for label, lo, hi in phases.spans()]
     if phases.grok_step is not None:
         parts.append(f"grokking step {phases.grok_step}")
@@ -83,7 +84,7 @@ def render() -> None:
     if not ui.need_probes(ctx, ["progress.restricted", "progress.weights", "progress.loss"], "The progress page"):
         return
     phases = ui.phases(ctx)
-    st.caption(f"Shaded: {transition_caption(phases)} ({phases.source}).")
+    st.caption(f"Shaded: {transition_caption(phases)} ({phases.signal}).")
     c1, c2 = st.columns(2)
     for col, conv in [(c1, "logit"), (c2, "act")]:
         with col:

@@ -14,10 +14,11 @@ from urllib.parse import quote
 import pandas as pd
 import streamlit as st
 
-from interp import phase
+from apps import sweep_plots
 from interp.errors import StoreError
 from interp.store import DEFAULT_ROOT
-from interp.sweep import OUTCOMES, SUMMARY_FILE, Sweep, find_sweeps, format_value, summarize
+from interp.sweep import OUTCOMES, SUMMARY_FILE, Sweep, find_sweeps, format_value
+from probes.sweep_summary import summarize
 
 PLOTLY_CONFIG = {"displaylogo": False}
 RUN_PAGE = "overview"  # url path of the dashboard page a run link opens
@@ -96,6 +97,28 @@ def members_table(df: pd.DataFrame, params: list[str], root: str) -> pd.DataFram
     return out
 
 
+def _plots(df: pd.DataFrame, grid: dict) -> None:
+    """The phase diagram and steps-to-grok side by side, then the critical fraction with its fits."""
+    figs = [("phase", sweep_plots.fig_phase_diagram(df, grid)),
+            ("steps", sweep_plots.fig_steps_to_grok(df, grid))]
+    crit = sweep_plots.fig_critical_fraction(df, grid)
+    shown = [(k, f) for k, f in figs if f is not None]
+    for i in range(0, len(shown), 2):
+        row = st.columns(2)
+        for col, (key, fig) in zip(row, shown[i:i + 2]):
+            with col:
+                st.plotly_chart(fig, key=f"sweeps_{key}", config=PLOTLY_CONFIG)
+    if crit is not None:
+        fig, fits = crit
+        st.plotly_chart(fig, key="sweeps_critical", config=PLOTLY_CONFIG)
+        for f in fits:
+            st.caption(f"fit f_c ≈ c·ln(p)/p ({f['group']}): **c = {f['c']:.4g}** from {f['n']} points, "
+                       f"RMS residual {f['rms']:.3g}")
+    if not shown and crit is None:
+        st.info("This grid has a single swept parameter besides seeds: no phase diagram. "
+                "The table below has every member.")
+
+
 def render() -> None:
     st.title("Sweeps")
     root = _root()
@@ -124,25 +147,9 @@ def render() -> None:
     cols = st.columns(len(OUTCOMES) + 1)
     cols[0].metric("members", len(df))
     for col, outcome in zip(cols[1:], OUTCOMES):
-        col.metric(phase.OUTCOME_LABELS[outcome], int(counts.get(outcome, 0)))
+        col.metric(sweep_plots.OUTCOME_LABELS[outcome], int(counts.get(outcome, 0)))
 
-    figs = [("phase", phase.fig_phase_diagram(df, sweep.grid)), ("steps", phase.fig_steps_to_grok(df, sweep.grid))]
-    crit = phase.fig_critical_fraction(df, sweep.grid)
-    shown = [(k, f) for k, f in figs if f is not None]
-    for i in range(0, len(shown), 2):
-        row = st.columns(2)
-        for col, (key, fig) in zip(row, shown[i:i + 2]):
-            with col:
-                st.plotly_chart(fig, key=f"sweeps_{key}", config=PLOTLY_CONFIG)
-    if crit is not None:
-        fig, fits = crit
-        st.plotly_chart(fig, key="sweeps_critical", config=PLOTLY_CONFIG)
-        for f in fits:
-            st.caption(f"fit f_c ≈ c·ln(p)/p ({f['group']}): **c = {f['c']:.4g}** from {f['n']} points, "
-                       f"RMS residual {f['rms']:.3g}")
-    if not shown and crit is None:
-        st.info("This grid has a single swept parameter besides seeds: no phase diagram. "
-                "The table below has every member.")
+    _plots(df, sweep.grid)
 
     st.subheader("Members")
     params = list(sweep.grid)

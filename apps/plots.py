@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from apps.data import Phases
+from probes.phases import Phases
 
 PHASE_COLORS = {"memorization": "rgba(99,110,250,0.10)", "circuit formation": "rgba(239,85,59,0.12)",
                 "cleanup": "rgba(0,204,150,0.12)"}

@@ -12,6 +12,7 @@ import streamlit as st
 from apps import data, plots
 from apps.state import Ctx, mark_corrupt
 from interp.errors import CorruptCheckpointError, StoreError
+from probes.phases import Phases
 
 PLOTLY_CONFIG = {"displaylogo": False}
 
@@ -102,7 +103,7 @@ def arrays(ctx: Ctx, probe: str) -> tuple[np.ndarray, dict[str, np.ndarray]] | N
     return data.probe_arrays(ctx.path, probe, ctx.key.probes)
 
 
-def phases(ctx: Ctx) -> data.Phases:
+def phases(ctx: Ctx) -> Phases:
     return data.phases(ctx.path, ctx.key.metrics, ctx.key.probes)
 
 
@@ -128,7 +129,7 @@ def _guarded(fn, ctx: Ctx, step: int):
 
 
 def time_plot(ctx: Ctx, title: str, y_title: str, series: dict[str, pd.Series], *, log_y: bool | None = None,
-              phases: data.Phases | None = None, mark: bool = True) -> go.Figure:
+              phases: Phases | None = None, mark: bool = True) -> go.Figure:
     """Lines over steps (one per series, index = step), the phases and the selected step.
     ``log_y=None`` picks a log axis when the values span two decades or more."""
     if log_y is None:

@@ -202,7 +202,8 @@ class BatchedTrainer:
     def _loss(self, params: dict[str, Tensor], w: Tensor, w_test: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """One model: mean cross-entropy over its weighted training cells; test metrics as aux."""
         logits = functional_call(self.base, {f"model.{n}": t for n, t in params.items()}, (self.x,))
-        nll = -normal_grad(logits.to(self.loss_dtype), self.dtype).log_softmax(-1).gather(-1, self.y[:, None]).squeeze(-1)  # [p²]
+        logp = normal_grad(logits.to(self.loss_dtype), self.dtype).log_softmax(-1)  # no subnormal in its gradient
+        nll = -logp.gather(-1, self.y[:, None]).squeeze(-1)  # [p²]
         correct = (logits.argmax(-1) == self.y).to(self.loss_dtype)
         loss = (nll * w).sum() / w.sum()
         n_test = w_test.sum()

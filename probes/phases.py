@@ -25,12 +25,18 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import StoreError
-from interp.metrics import GROK_THRESHOLD
+from interp.metrics import GROK_THRESHOLD, grok_steps
 from interp.store import Run
 
 #: probe scalars used when present: (probe, name) in the long format of ``probes.load``
 EXCLUDED = ("progress.restricted", "logit.excluded_loss")
 RESTRICTED = ("progress.restricted", "logit.restricted_loss")
+
+
+#: the step fields of :class:`Phases`, in phase order
+PHASE_FIELDS = ("memorization_end", "circuit_start", "circuit_end", "cleanup_end", "grok_step")
+#: ``Phases.signal`` of :meth:`Phases.from_metrics` (accuracy landmarks only)
+ACCURACY_SIGNAL = "metrics:accuracy"
 
 
 @dataclass(frozen=True)
@@ -41,21 +47,41 @@ class Phases:
     ≤ cleanup_end`` (circuit formation spans [circuit_start, circuit_end], clean-up
     [circuit_end, cleanup_end]); ``grok_step`` is the first step with test accuracy ≥ 99%.
     ``signal`` names what placed circuit_start ("probes:logit.excluded_loss",
-    "probes:logit.restricted_loss" or "metrics:weight_norm"), ``rule`` says it in words, and
-    ``snapped`` is True when the steps were moved to the nearest saved checkpoint."""
+    "probes:logit.restricted_loss" or "metrics:weight_norm"; :data:`ACCURACY_SIGNAL` when only the
+    accuracy landmarks are known), ``rule`` says it in words, and ``snapped`` is True when the steps
+    were moved to the nearest saved checkpoint."""
 
-    memorization_end: int | None
-    circuit_start: int | None
-    circuit_end: int | None
-    cleanup_end: int | None
-    grok_step: int | None
-    signal: str
-    rule: str
+    memorization_end: int | None = None
+    circuit_start: int | None = None
+    circuit_end: int | None = None
+    cleanup_end: int | None = None
+    grok_step: int | None = None
+    signal: str = ""
+    rule: str = ""
     snapped: bool = False
     landmarks: dict[str, Any] = field(default_factory=dict)  # unsnapped steps and the test-loss levels used
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def detected(self) -> bool:
+        """Whether :func:`detect` placed the phases (rather than :meth:`from_metrics`)."""
+        return self.signal != ACCURACY_SIGNAL
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(label, start, end) of each phase whose bounds are known."""
+        b = [("memorization", 0, self.memorization_end), ("circuit formation", self.circuit_start, self.circuit_end),
+             ("cleanup", self.circuit_end, self.cleanup_end)]
+        return [(name, int(lo), int(hi)) for name, lo, hi in b if lo is not None and hi is not None and hi > lo]
+
+    @classmethod
+    def from_metrics(cls, metrics: pd.DataFrame, note: str = "") -> Phases:
+        """Only the accuracy landmarks (:func:`interp.store.grok_steps`): memorization_end, the first
+        step with train accuracy 100%, and grok_step, the first with test accuracy ≥ 99%."""
+        g = grok_steps(metrics)
+        return cls(memorization_end=g["memorized_step"], grok_step=g["grokked_step"], signal=ACCURACY_SIGNAL,
+                   rule="first 100% train accuracy and first ≥99% test accuracy" + note)
 
 
 def transition_bounds(phases: Any) -> tuple[int | None, int | None]:
@@ -108,6 +134,8 @@ def _load_scalars(run: Run) -> pd.DataFrame | None:
     return df if len(df) else None
 
 
+# detect is longer than ~60 lines: it follows its docstring's rule step by step, one landmark after
+# the other; split up, the rule would be read across functions out of order.
 def detect(run_or_frames: Run | pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame | None],
            scalars: pd.DataFrame | None = None, *, snap: bool = True, fall: float = 0.1,
            min_fall: float = 1.0, window: int = 5, grok_threshold: float = GROK_THRESHOLD) -> Phases:

@@ -3,11 +3,11 @@ import sys
 
 import pytest
 
-from interp.cli import main
+from apps.cli.main import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "apps.cli", *args], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize(
@@ -104,3 +104,22 @@ def test_resume_of_a_run_that_died_before_its_first_checkpoint_starts_it(tmp_pat
     create_run(short_config, tmp_path / "r")  # run.json written, then the process died
     assert main(["train", "--resume", str(tmp_path / "r"), "--quiet"]) == 0
     assert Run.open(tmp_path / "r").steps[-1] == 60
+
+
+def test_one_step_syntax():
+    from interp.errors import ConfigError
+    from probes.steps import parse_step, select_steps
+
+    saved = [0, 10, 20, 50, 100]
+    assert select_steps(None, saved) is None and select_steps([], saved) is None
+    assert select_steps(["first", "last"], saved) == [0, 100]
+    assert select_steps(["10..50"], saved) == select_steps(["10:50"], saved) == [10, 20, 50]
+    assert select_steps(["..20", "100.."], saved) == [0, 10, 20, 100]
+    assert select_steps("0,last,15", saved) == [0, 15, 100]
+    assert select_steps(["first..last"], saved) == saved
+    assert parse_step("last", saved) == 100 and parse_step(" 7 ", saved) == 7
+    for bad in ("x", "-1", "50..10", "1..x"):
+        with pytest.raises(ConfigError, match="step"):
+            select_steps([bad], saved)
+    with pytest.raises(ConfigError, match="bad step"):
+        parse_step("10..20", saved)

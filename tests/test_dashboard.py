@@ -16,8 +16,8 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from apps import cli as app_cli
 from apps import data, state
+from apps.cli import app as app_cli
 from interp import Run, train
 from interp.store import atomic_write_json, read_json
 
@@ -449,7 +449,7 @@ def test_parse_args_and_env(monkeypatch):
 
 def test_cli_runs_streamlit_on_localhost(monkeypatch, tiny_run):
     parser = argparse.ArgumentParser()
-    app_cli.add_cli(parser.add_subparsers())
+    app_cli.register(parser.add_subparsers())
     args = parser.parse_args(["app", str(tiny_run.path), "--port", "8600"])
     seen = {}
     monkeypatch.setattr(app_cli.subprocess, "call", lambda cmd, env: seen.update(cmd=cmd, env=env) or 0)
@@ -464,10 +464,10 @@ def test_cli_runs_streamlit_on_localhost(monkeypatch, tiny_run):
 
 
 def test_cli_missing_run_is_a_usage_error(tmp_path):
-    from interp.cli import UsageError
+    from apps.cli.common import UsageError
 
     parser = argparse.ArgumentParser()
-    app_cli.add_cli(parser.add_subparsers())
+    app_cli.register(parser.add_subparsers())
     args = parser.parse_args(["app", str(tmp_path / "nope")])
     with pytest.raises(UsageError, match="grokscope train --preset demo"):
         args.func(args)

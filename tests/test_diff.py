@@ -1,6 +1,6 @@
-"""Checkpoint diff reports (interp.diff): zero change against itself, numbers equal to the probe API's,
-the grokking transition of the tiny run, JSON/Markdown round trip, cross-run reports, CLI errors, and
-the HTML page in headless Chromium."""
+"""Checkpoint diff reports (probes.diff, rendered by apps.report): zero change against itself, numbers
+equal to the probe API's, the grokking transition of the tiny run, JSON/Markdown round trip, cross-run
+reports, CLI errors, and the HTML page in headless Chromium."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ import pytest
 import torch
 
 import probes
+from apps.cli.main import main
+from apps.report import to_html, to_markdown
 from interp import train
-from interp.cli import UsageError, main
-from interp.diff import (
+from interp.errors import ConfigError
+from interp.tasks import Task
+from probes.diff import (
     BOTH_RIGHT,
     BOTH_WRONG,
     INVALID,
@@ -30,7 +33,6 @@ from interp.diff import (
     prediction_flips,
     transition_steps,
 )
-from interp.tasks import Task
 
 
 def arr(x) -> np.ndarray:
@@ -151,7 +153,7 @@ def test_transition_report_names_the_key_frequencies(transition_report, measured
     assert f"(key frequencies after: {fmt_set(key_b)})" in summary
     if d["fourier"]["key_freqs"]["gained"]:
         assert f"key frequencies {fmt_set(d['fourier']['key_freqs']['gained'])} formed" in summary
-    md = transition_report.to_markdown()
+    md = to_markdown(transition_report)
     assert f"| key frequencies | {fmt_set(key_a)} | {fmt_set(key_b)} |" in md
     # the transition is where test loss collapses and neurons organise into clusters
     m = {r["name"]: r for r in d["behaviour"]["metrics"]}
@@ -203,8 +205,8 @@ def test_prediction_flips_codes_and_counts():
 def test_json_round_trip_renders_the_same_markdown_and_html(transition_report):
     text = json.dumps(transition_report.to_dict(), allow_nan=False)  # strict JSON: NaN stored as null
     back = DiffReport.from_dict(json.loads(text))
-    assert back.to_markdown() == transition_report.to_markdown()
-    assert back.to_html() == transition_report.to_html()
+    assert to_markdown(back) == to_markdown(transition_report)
+    assert to_html(back) == to_html(transition_report)
     assert back.to_dict() == transition_report.to_dict()
     with pytest.raises(Exception, match="schema"):
         DiffReport.from_dict({**transition_report.to_dict(), "schema": 99})
@@ -216,7 +218,7 @@ def test_cross_run_report_compares_only_basis_free_quantities(tiny_run, short_co
     rep = compare((tiny_run, tiny_run.steps[-1]), (other, other.steps[-1]))
     d = rep.to_dict()
     assert not d["same_run"] and not d["aligned"] and d["same_inputs"] and d["same_task"]
-    assert "not aligned across runs" in d["notes"][0] and "not aligned across runs" in rep.to_markdown()
+    assert "not aligned across runs" in d["notes"][0] and "not aligned across runs" in to_markdown(rep)
     w = {r["name"]: r for r in d["weights"]}
     assert w["blocks.0.mlp.W_in"]["shape_b"] == [64, 64] and w["blocks.0.mlp.W_in"]["delta"] is None
     assert all(r["delta"] is None and r["cosine"] is None and r["norm_a"] > 0 for r in d["weights"])
@@ -224,7 +226,7 @@ def test_cross_run_report_compares_only_basis_free_quantities(tiny_run, short_co
     assert "pattern_delta" not in d["attention"]
     assert d["fourier"]["neurons"]["d_mlp"] == {"a": 128, "b": 64}
     assert all(0 <= r["cka"] <= 1 for r in d["representation"])
-    assert "‖ΔW‖" not in rep.to_markdown()
+    assert "‖ΔW‖" not in to_markdown(rep)
 
 
 def test_cross_task_report_omits_grid_comparisons(tiny_run, short_config, tmp_path):
@@ -234,9 +236,9 @@ def test_cross_task_report_omits_grid_comparisons(tiny_run, short_config, tmp_pa
     assert not d["same_inputs"] and not d["same_task"] and len(d["notes"]) == 2
     assert d["representation"] == [] and "flips" not in d["behaviour"]
     assert len(d["fourier"]["embed"]["norms"]["a"]) == 47 // 2 + 1 and len(d["fourier"]["embed"]["norms"]["b"]) == 22
-    md = rep.to_markdown()
+    md = to_markdown(rep)
     assert "(add mod 47 vs add mod 43)" in md and "Representation similarity" not in md
-    assert "Prediction flips" not in rep.to_html()
+    assert "Prediction flips" not in to_html(rep)
 
 
 def test_attention_only_model_has_no_neuron_section(short_config, tmp_path):
@@ -248,7 +250,7 @@ def test_attention_only_model_has_no_neuron_section(short_config, tmp_path):
     assert "No MLP neurons (attention-only models)." in rep.summary
     # no key frequencies and no W_L: the frequency table lists the 5 largest W_E norms
     norms = arr(d["fourier"]["embed"]["norms"]["b"])[1:]
-    freq_rows = [int(line.split("|")[1]) for line in rep.to_markdown().splitlines() if re.match(r"\| \d+ \|", line)]
+    freq_rows = [int(line.split("|")[1]) for line in to_markdown(rep).splitlines() if re.match(r"\| \d+ \|", line)]
     assert freq_rows == sorted((np.argsort(-norms, kind="stable")[:5] + 1).tolist())
 
 
@@ -295,14 +297,14 @@ def test_cli_writes_reports_and_prints_markdown(capsys, tiny_run, tmp_path, step
     assert code == 0 and err == "" and out.count("wrote ") == 3
     rep = DiffReport.from_dict(json.loads(files["json"].read_text()))
     assert (rep.data["a"]["step"], rep.data["b"]["step"]) == (a, b)
-    assert files["md"].read_text() == rep.to_markdown()
+    assert files["md"].read_text() == to_markdown(rep)
     assert files["html"].read_text().startswith("<!DOCTYPE html>")
     code, out, err = run_cli(capsys, f"{tiny_run.path}@{a}", f"{tiny_run.path}@last")
     assert code == 0 and out.startswith(f"# Checkpoint diff: tiny@{a} → tiny@{tiny_run.steps[-1]}")
 
 
 def test_checkpoint_rejects_unsaved_steps(tiny_run):
-    with pytest.raises(UsageError, match=r"no checkpoint at step 7 \(nearest saved: 10"):
+    with pytest.raises(ConfigError, match=r"no checkpoint at step 7 \(nearest saved: 10"):
         Checkpoint(tiny_run, 7)
 
 
@@ -315,7 +317,7 @@ def test_html_report_renders_offline_in_headless_chromium(transition_report, tmp
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is required (apt-get install -y chromium)"
     page_file = Path(tmp_path / "report.html")
-    page_file.write_text(transition_report.to_html())
+    page_file.write_text(to_html(transition_report))
     html = page_file.read_text()
     assert "<script src=" not in html and "<script>/**" in html  # the plotly.js bundle, inline
     n_figures = html.count('class="plotly-graph-div"')

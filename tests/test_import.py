@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from interp.cli import main as cli_main
+from apps.cli.main import main as cli_main
 from interp.errors import ConfigError, StoreError
 from interp.store import Run
 from probes.importers import from_nanda2023, import_checkpoints, read_checkpoints

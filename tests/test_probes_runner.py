@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import probes
-from interp.cli import main as cli_main
+from apps.cli.main import main as cli_main
 from interp.errors import ConfigError, StoreError
 from probes import runner
 from probes.registry import REGISTRY, probe

@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-import interp.cli as cli
+import apps.cli.main as cli
+from apps import sweep_plots as ph
 from interp import Run, preset, train
-from interp import phase as ph
 from interp import sweep as sw
 from interp.errors import ConfigError
 from interp.store import METRIC_COLUMNS, grok_steps
 from interp.train import Hook, create_run, resume
+from probes import sweep_summary
 
 #: a 60-step tiny config on p = 23 (conftest's ``short_config`` on a 4× smaller grid)
 BASE = preset("tiny").replace(p=23, n_steps=60, ckpt_dense_until=20, ckpt_log_count=5, ckpt_every=20)
@@ -69,7 +70,7 @@ def pool_sweep(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """Two 60-step tiny members trained by the local process pool (2 workers)."""
     out = tmp_path_factory.mktemp("sweeps") / "pool"
     df = sw.run(BASE, ["weight_decay=1,3"], out=out, backend="local-pool", workers=2, progress=False,
-                preset_name="tiny")
+                preset_name="tiny", columns=sweep_summary.columns(out))
     return out, df
 
 
@@ -352,9 +353,8 @@ def _fake_sweep(root: Path) -> Path:
     return out
 
 
-def test_plot_cli_writes_html(tmp_path, monkeypatch, capsys):
+def test_plot_cli_writes_html(tmp_path, capsys):
     out = _fake_sweep(tmp_path)
-    monkeypatch.setattr(cli, "EXTENSIONS", ("interp.sweep",))
     assert cli.main(["sweep", "plot", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in ("steps_to_grok", "phase_diagram", "critical_fraction"):
@@ -368,8 +368,7 @@ def test_plot_cli_writes_html(tmp_path, monkeypatch, capsys):
     assert "did not grok" in capsys.readouterr().out
 
 
-def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "EXTENSIONS", ("interp.sweep",))
+def test_cli_errors_are_one_line(tmp_path, capsys):
     for argv, msg in [(["sweep", "--grid", "frac_train=0.1..0.3"], "ranges a..b are for integer fields"),
                       (["sweep", "--preset", "tiny"], "--grid is required"),
                       (["sweep", "plot", str(tmp_path)], "no sweep at"),

@@ -1,6 +1,9 @@
-"""Rendering of checkpoint diff reports (:mod:`interp.diff`) as Markdown and as one HTML file.
+"""Rendering of checkpoint diff reports (:func:`probes.diff.compare`) as Markdown and as one HTML file.
 
-Both renderers read only the report's plain-data dict (``DiffReport.to_dict()``), so a report loaded
+    from apps.report import to_html, to_markdown
+    Path("diff.html").write_text(to_html(report))
+
+Both renderers read only the report's plain-data dict (``DiffReport.data``), so a report loaded
 back from JSON renders exactly as the original. The HTML embeds the plotly.js bundle once, inline,
 with the first figure; the file needs no network to open.
 """
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from interp.diff import BOTH_RIGHT, BOTH_WRONG, INVALID, RIGHT_TO_WRONG, WRONG_TO_RIGHT, fmt, fmt_set
+from probes.diff import BOTH_RIGHT, BOTH_WRONG, INVALID, RIGHT_TO_WRONG, WRONG_TO_RIGHT, DiffReport, fmt, fmt_set
 
 ARROW = "→"
 
@@ -256,24 +259,54 @@ def _bars(title: str, x: Sequence[Any], a: Sequence[Any], b: Sequence[Any], xlab
                        "height": 360, "margin": {"t": 50, "b": 50}}}
 
 
+def _flip_figure(flips: dict[str, Any]) -> dict[str, Any]:
+    """Heatmap of the prediction-flip codes over the input grid."""
+    codes = [(INVALID, "undefined", "#ffffff"), (BOTH_WRONG, "wrong both", "#d9d9d9"),
+             (BOTH_RIGHT, "right both", "#f7fbff"), (WRONG_TO_RIGHT, "wrong → right", "#2ca02c"),
+             (RIGHT_TO_WRONG, "right → wrong", "#d62728")]
+    lo, hi = INVALID, RIGHT_TO_WRONG
+    return {
+        "data": [{"type": "heatmap", "z": flips["map"], "zmin": lo - 0.5, "zmax": hi + 0.5,
+                  "colorscale": _discrete_scale(codes, lo, hi),
+                  "colorbar": {"tickvals": [c for c, _, _ in codes], "ticktext": [t for _, t, _ in codes]},
+                  "hovertemplate": "a=%{y} b=%{x}: %{z}<extra></extra>"}],
+        "layout": {"title": {"text": "Prediction flips over the input grid (a, b)"},
+                   "xaxis": {"title": {"text": "b"}}, "yaxis": {"title": {"text": "a"}, "autorange": "reversed"},
+                   "height": 520, "width": 620}}
+
+
+def _weight_figures(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """Relative change (aligned) or norms per parameter, and the top singular values per matrix."""
+    w = d["weights"]
+    names = [r["name"] for r in w]
+    if d["aligned"]:
+        figs = [{"data": [{"type": "bar", "x": names, "y": _none_to_nan([r["rel_change"] for r in w]),
+                           "marker": {"color": AFTER}}],
+                 "layout": {"title": {"text": "Relative change ‖ΔW‖/‖W_A‖ per parameter"}, "height": 380,
+                            "yaxis": {"tickformat": ".0%"}, "margin": {"b": 140}}}]
+    else:
+        figs = [_bars("Parameter norms", names, [r["norm_a"] for r in w], [r["norm_b"] for r in w], "", "‖W‖_F")]
+    traces = []
+    for m in d["spectra"]["matrices"]:
+        visible = True if "[" not in m["name"] else "legendonly"  # per-head matrices: click the legend
+        for side, dash, color in (("a", "dot", BEFORE), ("b", "solid", AFTER)):
+            if m[side] is not None:
+                traces.append({"type": "scatter", "mode": "lines+markers", "name": f"{m['name']} {side}",
+                               "legendgroup": m["name"], "showlegend": side == "b", "visible": visible,
+                               "x": list(range(1, len(m[side]) + 1)), "y": m[side],
+                               "line": {"dash": dash, "color": color}})
+    figs.append({"data": traces, "layout": {
+        "title": {"text": "Top singular values per matrix (dotted: before, solid: after; click the legend)"},
+        "xaxis": {"title": {"text": "index i"}}, "yaxis": {"title": {"text": "σ_i"}, "type": "log"}, "height": 460}})
+    return figs
+
+
 def _figures(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Plotly figure dicts per section."""
     f, figs = d["fourier"], {"behaviour": [], "fourier": [], "weights": [], "attention": [], "representation": []}
     flips = d["behaviour"].get("flips")
     if flips:
-        z = flips["map"]
-        codes = [(INVALID, "undefined", "#ffffff"), (BOTH_WRONG, "wrong both", "#d9d9d9"),
-                 (BOTH_RIGHT, "right both", "#f7fbff"), (WRONG_TO_RIGHT, "wrong → right", "#2ca02c"),
-                 (RIGHT_TO_WRONG, "right → wrong", "#d62728")]
-        lo, hi = INVALID, RIGHT_TO_WRONG
-        figs["behaviour"].append({
-            "data": [{"type": "heatmap", "z": z, "zmin": lo - 0.5, "zmax": hi + 0.5,
-                      "colorscale": _discrete_scale(codes, lo, hi),
-                      "colorbar": {"tickvals": [c for c, _, _ in codes], "ticktext": [t for _, t, _ in codes]},
-                      "hovertemplate": "a=%{y} b=%{x}: %{z}<extra></extra>"}],
-            "layout": {"title": {"text": "Prediction flips over the input grid (a, b)"},
-                       "xaxis": {"title": {"text": "b"}}, "yaxis": {"title": {"text": "a"}, "autorange": "reversed"},
-                       "height": 520, "width": 620}})
+        figs["behaviour"].append(_flip_figure(flips))
     k = list(range(len(f["embed"]["norms"]["b"])))
     figs["fourier"] += [
         _bars("Embedding W_E: norm per frequency", k, f["embed"]["norms"]["a"], f["embed"]["norms"]["b"],
@@ -285,29 +318,7 @@ def _figures(d: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         _bars("Neurons per frequency cluster", k, f["neurons"]["cluster_sizes"]["a"],
               f["neurons"]["cluster_sizes"]["b"], "frequency k", "neurons"),
     ]
-    w = d["weights"]
-    names = [r["name"] for r in w]
-    if d["aligned"]:
-        figs["weights"].append({
-            "data": [{"type": "bar", "x": names, "y": _none_to_nan([r["rel_change"] for r in w]),
-                      "marker": {"color": AFTER}}],
-            "layout": {"title": {"text": "Relative change ‖ΔW‖/‖W_A‖ per parameter"}, "height": 380,
-                       "yaxis": {"tickformat": ".0%"}, "margin": {"b": 140}}})
-    else:
-        figs["weights"].append(_bars("Parameter norms", names, [r["norm_a"] for r in w], [r["norm_b"] for r in w],
-                                     "", "‖W‖_F"))
-    traces = []
-    for m in d["spectra"]["matrices"]:
-        visible = True if "[" not in m["name"] else "legendonly"  # per-head matrices: click the legend
-        for side, dash, color in (("a", "dot", BEFORE), ("b", "solid", AFTER)):
-            if m[side] is not None:
-                traces.append({"type": "scatter", "mode": "lines+markers", "name": f"{m['name']} {side}",
-                               "legendgroup": m["name"], "showlegend": side == "b", "visible": visible,
-                               "x": list(range(1, len(m[side]) + 1)), "y": m[side],
-                               "line": {"dash": dash, "color": color}})
-    figs["weights"].append({"data": traces, "layout": {
-        "title": {"text": "Top singular values per matrix (dotted: before, solid: after; click the legend)"},
-        "xaxis": {"title": {"text": "index i"}}, "yaxis": {"title": {"text": "σ_i"}, "type": "log"}, "height": 460}})
+    figs["weights"] = _weight_figures(d)
     h = d["attention"]["heads"]
     labels = _head_labels(h["entropy"]["b"])
     figs["attention"].append(_bars("Readout attention entropy per head", labels, _flat(h["entropy"]["a"]),
@@ -412,3 +423,17 @@ def render_html(d: dict[str, Any]) -> str:
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>diff {e(a['label'])} {ARROW} {e(b['label'])}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def _data(report: DiffReport | dict[str, Any]) -> dict[str, Any]:
+    return report.data if isinstance(report, DiffReport) else report
+
+
+def to_markdown(report: DiffReport | dict[str, Any]) -> str:
+    """A report (or its ``data`` dict) as Markdown."""
+    return render_markdown(_data(report))
+
+
+def to_html(report: DiffReport | dict[str, Any]) -> str:
+    """A report (or its ``data`` dict) as one self-contained HTML page."""
+    return render_html(_data(report))

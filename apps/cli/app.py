@@ -16,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-DASHBOARD = Path(__file__).with_name("dashboard.py")
+from apps.cli.common import UsageError
+
+DASHBOARD = Path(__file__).parents[1] / "dashboard.py"
 
 
 def streamlit_command(runs: list[str], root: str, port: int, address: str = "127.0.0.1") -> list[str]:
@@ -27,9 +29,7 @@ def streamlit_command(runs: list[str], root: str, port: int, address: str = "127
     return cmd + [str(Path(r)) for r in runs]
 
 
-def _cmd_app(args: argparse.Namespace) -> int:
-    from interp.cli import UsageError
-
+def run(args: argparse.Namespace) -> int:
     for run in args.runs:
         if not Path(run).is_dir():
             raise UsageError(f"no run directory at {run}; create one with `grokscope train --preset demo`")
@@ -45,10 +45,10 @@ def _cmd_app(args: argparse.Namespace) -> int:
         return 0
 
 
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("app", help="open the dashboard (Streamlit, localhost only)",
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="open the dashboard (Streamlit, localhost only)",
                               description="Serve the grokscope dashboard on 127.0.0.1.")
     p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="runs to show (default: every run under --root)")
     p.add_argument("--root", default="checkpoints", help="where to look for runs (default checkpoints/)")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
-    p.set_defaults(func=_cmd_app)
+    p.set_defaults(func=run)

@@ -1,6 +1,8 @@
-"""Phase diagrams of sweeps: outcome maps, steps to grok, and the critical training fraction.
+"""Sweep outcome plots: phase diagrams, steps to grok, and the critical training fraction.
 
-Everything here reads a sweep's summary table (:func:`interp.sweep.summarize`): one row per
+(Not to be confused with :mod:`probes.phases`, the training phases of one run.) ``grokscope sweep
+plot`` and the dashboard's Sweeps page draw these. Everything here reads a sweep's summary table
+(:func:`probes.sweep_summary.summarize`): one row per
 member with its swept parameters, ``memorized_step``, ``grokked_step`` and ``outcome``.
 
 * **Outcome** of a run (:func:`interp.sweep.classify`, after Liu et al. 2022,
@@ -44,8 +46,8 @@ from interp.sweep import (
     REPLICATE_KEYS,
     Sweep,
     format_value,
-    summarize,
 )
+from probes.sweep_summary import summarize
 
 OUTCOME_LABELS = {COMPREHENSION: "comprehension (no delay)", GROKKING: "grokking",
                   MEMORIZATION: "memorization only", NO_LEARNING: "no learning"}

@@ -1,0 +1,149 @@
+"""``grokscope sweep``: train a grid of runs (:func:`interp.sweep.run`), summarise and plot it.
+
+    grokscope sweep [run] --preset nanda --grid frac_train=0.2,0.3,0.5 weight_decay=0.1,0.3,1 seed=0..4
+    grokscope sweep summary SWEEP_DIR
+    grokscope sweep plot SWEEP_DIR [--out DIR] [--x KEY] [--y KEY]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from apps.cli.common import UsageError, num, text_table
+from interp import PRESETS
+from interp.sweep import BACKENDS, DELAY_FACTOR
+
+
+def format_table(df: Any, params: Sequence[str]) -> str:
+    """A sweep summary as text: parameters, outcome, steps, losses, key frequencies, wall time."""
+    from interp.sweep import format_value
+
+    def step(v: Any, missing: str) -> str:
+        return missing if num(v) == "-" else str(int(v))
+
+    kf, act = "key_freqs" in df, "action" in df
+    header = [*params, "outcome", "train 100%", "test 99%", "train_loss", "test_loss"]
+    header += (["key_freqs"] if kf else []) + ["wall_s"] + (["action"] if act else [])
+    rows = []
+    for r in df.to_dict("records"):
+        line = [format_value(r[p]) for p in params]
+        line += [r.get("outcome", ""), step(r.get("memorized_step"), "-"), step(r.get("grokked_step"), "did not grok"),
+                 num(r.get("train_loss")), num(r.get("test_loss"))]
+        if kf:
+            k = r.get("key_freqs")
+            line.append(" ".join(str(int(x)) for x in k) if k is not None and len(k) else "-")
+        line.append(num(r.get("wall_time")))
+        rows.append(line + ([str(r["action"])] if act else []))
+    return text_table(header, rows)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not args.grid:
+        raise UsageError("sweep: --grid is required, e.g. --grid frac_train=0.2,0.3 seed=0..2 "
+                         "(or `grokscope sweep plot SWEEP_DIR`)")
+    for opt, value, lo in (("--workers", args.workers, 1), ("--max-batch", args.max_batch, 1),
+                           ("--num-gpus", args.num_gpus, 0), ("--max-retries", args.max_retries, 0)):
+        if value is not None and value < lo:
+            raise UsageError(f"{opt}: must be >= {lo}, got {value}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from interp import preset
+    from interp.sweep import SUMMARY_FILE, SweepError, default_out, parse_grid, run
+    from probes import sweep_summary
+
+    _check_options(args)
+    name = args.preset or "nanda"
+    base = preset(name).with_overrides(args.set or [])
+    if args.steps is not None:
+        base = base.replace(n_steps=args.steps)
+    if args.stop_after_grok is not None:
+        base = base.replace(stop_after_grok=args.stop_after_grok)
+    grid = parse_grid(args.grid)
+    out = Path(args.out) if args.out else default_out(name, grid)
+    try:
+        df = run(base, grid, out=out, backend=args.backend, workers=args.workers, address=args.address,
+                 device=args.device, max_batch=args.max_batch, num_gpus=args.num_gpus, max_retries=args.max_retries,
+                 progress=not args.quiet, preset_name=name, columns=sweep_summary.columns(out))
+    except SweepError as e:
+        print(f"grokscope: error: {e}", file=sys.stderr)
+        print(f"summary of the others in {out / SUMMARY_FILE}; re-run the same command to retry", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"grokscope: interrupted; re-run the same command to continue the sweep in {out}", file=sys.stderr)
+        return 130
+    print(format_table(df, list(grid)))
+    n = {a: int((df["action"] == a).sum()) for a in ("trained", "resumed", "skipped")}
+    print(f"{out}: {len(df)} members ({n['trained']} trained, {n['resumed']} resumed, {n['skipped']} skipped); "
+          f"{int(df['grokked'].sum())} grokked. Plots: grokscope sweep plot {out}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from interp.sweep import Sweep
+    from probes.sweep_summary import summarize
+
+    sweep = Sweep.open(args.sweep_dir)
+    print(format_table(summarize(sweep.path, delay_factor=args.delay_factor), list(sweep.grid)))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from apps.sweep_plots import plot_sweep
+
+    written, notes = plot_sweep(args.sweep_dir, out=args.out, delay_factor=args.delay_factor, x=args.x, y=args.y)
+    for line in [*notes, *map(str, written)]:
+        print(line)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"plot": _plot, "summary": _summary}.get(args.sweep_command, _run)(args)
+
+
+def _run_options(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--preset", default=d(None), help=f"base config: {' | '.join(PRESETS)} (default nanda)")
+    p.add_argument("--grid", nargs="+", action="extend", default=d(None), metavar="KEY=VALUES",
+                   help="swept fields: comma lists and inclusive integer ranges, e.g. frac_train=0.2,0.3 seed=0..4")
+    p.add_argument("--set", nargs="+", action="extend", default=d(None), metavar="KEY=VALUE",
+                   help="override base config fields, e.g. --set p=97 eval_every=50")
+    p.add_argument("--steps", type=int, default=d(None), help="n_steps of every member")
+    p.add_argument("--stop-after-grok", type=int, default=d(None), metavar="N",
+                   help="stop a member once test acc has stayed >= 99%% for N steps")
+    p.add_argument("--out", default=d(None), help="sweep directory (default checkpoints/sweep_<preset>_<fields>)")
+    p.add_argument("--backend", choices=BACKENDS, default=d("local"),
+                   help="local (batched on a GPU, else a process pool), local-pool, local-batched, ray")
+    p.add_argument("--workers", type=int, default=d(None), help="pool size (default: the cores available)")
+    p.add_argument("--address", default=d(None), help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--device", default=d(None), help="local-batched device (default cuda if available, else cpu)")
+    p.add_argument("--max-batch", type=int, default=d(128), help="most models trained in one batch")
+    p.add_argument("--num-gpus", type=float, default=d(0.0),
+                   help="ray: GPUs per task; > 0 trains batches of members on GPUs")
+    p.add_argument("--max-retries", type=int, default=d(3), help="ray: retries of a failed task")
+    p.add_argument("--quiet", action="store_true", default=d(False), help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="train a grid of runs; `sweep plot DIR` for phase diagrams",
+        description="Train every point of a parameter grid (re-running resumes), print a summary. "
+                    "`grokscope sweep --grid ...` is `grokscope sweep run --grid ...`.")
+    _run_options(p, suppress=False)
+    p.set_defaults(func=run, sweep_command=None, process_settings=True)
+    sub2 = p.add_subparsers(dest="sweep_command", metavar="{run,plot,summary}")
+    r = sub2.add_parser("run", help="train the grid (the default)", description="Train every point of a grid.")
+    _run_options(r, suppress=True)
+    for cmd, hlp in (("plot", "write phase-diagram plots of a sweep"), ("summary", "print a sweep's summary")):
+        q = sub2.add_parser(cmd, help=hlp, description=hlp[0].upper() + hlp[1:] + ".")
+        q.add_argument("sweep_dir", metavar="SWEEP_DIR")
+        q.add_argument("--delay-factor", type=float, default=DELAY_FACTOR,
+                       help="comprehension if test 99%% comes within this factor of train 100%% (default 2)")
+        if cmd == "plot":
+            q.add_argument("--out", help="where the plots go (default SWEEP_DIR/plots)")
+            q.add_argument("--x", help="phase diagram x parameter (default frac_train or the first swept)")
+            q.add_argument("--y", help="phase diagram y parameter (default weight_decay or the second swept)")
