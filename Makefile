@@ -30,7 +30,7 @@ lint: install
 	$(PY) -m ruff check interp probes apps tests
 
 bench: install
-	$(PY) -m interp.bench
+	$(PY) -m tests.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
