@@ -53,18 +53,13 @@ def readout_cache(model: nn.Module, tokens: Tensor) -> tuple[Tensor, ActivationC
     for layer, block in enumerate(model.blocks):
         attn, name, last = block.attn, f"blocks.{layer}", layer == n_layers - 1
         cache[f"{name}.hook_resid_pre"] = resid
-        # scores laid out [b, k, q, h]: the softmax runs over axis 1, which CPU kernels do much
-        # faster than over a size-3 innermost axis; the cached pattern is [b, h, q, k] as in TL
         if layer == 0:  # from a score table over (query pos, token) x (key pos, token): [(s v), (s v), h]
             score_tab = torch.einsum("qhe,khe->qkh", q_tab.flatten(0, 1), k_tab.flatten(0, 1))
             scores = score_tab[pos_tok[:, None, :], pos_tok[:, :, None]]  # [b, k, q, h]
             v = v_tab.flatten(0, 1)[pos_tok]  # [b, s, h, e]
         else:
-            x = block.ln1_(resid)
-            q, k, v = attn.project(x, "Q"), attn.project(x, "K"), attn.project(x, "V")  # [b, s, h, e]
-            scores = torch.einsum("bqhe,bkhe->bkqh", q, k)
-        scores = (scores / math.sqrt(cfg.d_head)).masked_fill_(~mask.T[:, :, None], float("-inf"))
-        probs = scores.softmax(1)  # [b, k, q, h]
+            scores, v = _scores_and_values(block, resid)
+        probs = _pattern(scores, mask, cfg.d_head)  # [b, k, q, h]
         cache[f"{name}.attn.hook_v"] = v
         cache[f"{name}.attn.hook_pattern"] = probs.permute(0, 3, 2, 1).contiguous()  # [b, h, q, k]
         if last:  # from here on, the readout position only
@@ -83,6 +78,22 @@ def readout_cache(model: nn.Module, tokens: Tensor) -> tuple[Tensor, ActivationC
         cache[f"{name}.hook_resid_post"] = resid
     logits = model.unembed(model.ln_final(resid) if cfg.layernorm else resid)  # [b, q, o]
     return logits[:, -1], ActivationCache(cache, model)
+
+
+def _scores_and_values(block: nn.Module, resid: Tensor) -> tuple[Tensor, Tensor]:
+    """A block after layer 0: its unscaled attention scores [b, k, q, h] and values [b, s, h, e]
+    from its residual input [b, s, d]."""
+    attn, x = block.attn, block.ln1_(resid)
+    q, k, v = attn.project(x, "Q"), attn.project(x, "K"), attn.project(x, "V")  # [b, s, h, e]
+    return torch.einsum("bqhe,bkhe->bkqh", q, k), v
+
+
+def _pattern(scores: Tensor, mask: Tensor, d_head: int) -> Tensor:  # [b, k, q, h] -> [b, k, q, h]
+    """Attention probabilities from unscaled scores and the causal mask [q, k].
+
+    Laid out [b, k, q, h]: the softmax runs over axis 1, which CPU kernels do much faster than
+    over a size-3 innermost axis; the cached pattern is permuted to TL's [b, h, q, k]."""
+    return (scores / math.sqrt(d_head)).masked_fill_(~mask.T[:, :, None], float("-inf")).softmax(1)
 
 
 def _mlp_entries(mlp: nn.Module, pre: Tensor, cache: dict[str, Tensor], name: str) -> Tensor:
