@@ -3,6 +3,7 @@ import torch
 from transformer_lens import ActivationCache
 
 from interp.errors import ConfigError
+from interp.fastpath import folds_readout
 from interp.model import ModelConfig, Transformer
 from interp.tasks import Task
 
@@ -72,9 +73,9 @@ def test_hooks_can_edit_activations():
 def test_fast_path_equals_full_forward_logits_and_gradients(kw):
     m = make(**kw)
     if kw.get("d_model") == 8:
-        assert not m.folds_readout(len(TASK.inputs))
+        assert not folds_readout(m, len(TASK.inputs))
     elif not kw:
-        assert m.folds_readout(len(TASK.inputs))
+        assert folds_readout(m, len(TASK.inputs))
     x, y = TASK.inputs, TASK.labels
     full = m(x)[:, -1]
     fast = m.forward_last(x)
@@ -133,8 +134,8 @@ def test_readout_folds_only_where_it_saves_work():
     from interp.train import preset
 
     nanda = preset("nanda").build_model()
-    assert nanda.folds_readout(3830) and not nanda.folds_readout(512)  # full batch vs a minibatch
-    assert not preset("nanda").replace(p=401).build_model().folds_readout(10**6)  # d_vocab_out >> d_model
+    assert folds_readout(nanda, 3830) and not folds_readout(nanda, 512)  # full batch vs a minibatch
+    assert not folds_readout(preset("nanda").replace(p=401).build_model(), 10**6)  # d_vocab_out >> d_model
 
 
 def test_fast_path_float32_within_1e5():
