@@ -23,19 +23,20 @@ def bench(quick: bool) -> list[dict]:
     """Wall and CPU time of one full report and of its stages, best of 3 after a warm-up that pays
     one-off import and allocation costs. The CPU time (``time.process_time``, all threads) does not
     count waiting for a core, so it shows what the report costs when other processes inflate the wall time."""
-    from probes.diff import compare  # here, so that the other sections run without it
+    from apps.report import to_html, to_markdown
+    from probes.diff import compare
 
     with tempfile.TemporaryDirectory() as tmp:
         run = synthetic_run(preset("nanda"), [0, 1], Path(tmp) / "run", drift=lambda step: (1.0, NOISE * step))
-        compare((run, 0), (run, 1)).to_html()  # warm-up: imports, Fourier-basis caches
+        to_html(compare((run, 0), (run, 1)))  # warm-up: imports, Fourier-basis caches
         best: dict[str, float] = {}
         for _ in range(3):
             c0, t0 = time.process_time(), time.perf_counter()
             report = compare((run, 0), (run, 1))
             t1 = time.perf_counter()
-            page = report.to_html()
+            page = to_html(report)
             t2 = time.perf_counter()
-            report.to_markdown()
+            to_markdown(report)
             report.to_json()
             c3, t3 = time.process_time(), time.perf_counter()
             for name, value in (("compare", t1 - t0), ("html", t2 - t1), ("markdown+json", t3 - t2),
