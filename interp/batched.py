@@ -50,8 +50,8 @@ from interp.errors import ConfigError
 from interp.grokfast import Grokfast
 from interp.hooks import TrainHook
 from interp.loop import RunLoop, TrainState, minibatch
+from interp.losses import log_probs
 from interp.model import Transformer
-from interp.numerics import normal_grad
 from interp.store import Run
 
 #: config fields that may differ between the models of one batch; every other field must match
@@ -202,7 +202,7 @@ class BatchedTrainer:
     def _loss(self, params: dict[str, Tensor], w: Tensor, w_test: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """One model: mean cross-entropy over its weighted training cells; test metrics as aux."""
         logits = functional_call(self.base, {f"model.{n}": t for n, t in params.items()}, (self.x,))
-        logp = normal_grad(logits.to(self.loss_dtype), self.dtype).log_softmax(-1)  # no subnormal in its gradient
+        logp = log_probs(logits, self.cfgs[0])  # the loss settings are shared by the batch (batch_key)
         nll = -logp.gather(-1, self.y[:, None]).squeeze(-1)  # [p²]
         correct = (logits.argmax(-1) == self.y).to(self.loss_dtype)
         loss = (nll * w).sum() / w.sum()

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from interp.config import (  # noqa: F401  (re-exported: their home is interp.config)
     PRESETS,
@@ -32,7 +31,7 @@ from interp.errors import ConfigError, StoreError
 from interp.grokfast import Grokfast
 from interp.hooks import Hook, TrainHook  # noqa: F401  (re-exported)
 from interp.loop import RunLoop, TrainState, minibatch
-from interp.numerics import normal_grad
+from interp.losses import cross_entropy
 from interp.store import DEFAULT_ROOT, Run
 
 
@@ -85,8 +84,7 @@ class Trainer(RunLoop):
         return self.model.forward_last(x) if self.cfg.fast_path else self.model(x)[:, -1]
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy in ``loss_dtype``; its gradient carries no subnormal (interp.numerics)."""
-        return F.cross_entropy(normal_grad(logits.to(getattr(torch, self.cfg.loss_dtype)), logits.dtype), y)
+        return cross_entropy(logits, y, self.cfg)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

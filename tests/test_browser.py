@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from apps import data
-from apps.cli import streamlit_command
+from apps.cli.app import streamlit_command
 from interp import Run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -1,0 +1,26 @@
+"""The training loss, in one place for every trainer.
+
+``log_probs(logits, cfg)`` is what both trainers differentiate: log softmax of the readout
+logits in ``cfg.loss_dtype`` (float64 by default, as in Nanda et al. 2023), whose gradient
+carries no subnormal float (:func:`interp.numerics.normal_grad`). The loss is the mean negative
+log-probability of the label, ``cross_entropy = −(1/B) Σ_i log p(y_i | x_i)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from interp.config import TrainConfig
+from interp.numerics import normal_grad
+
+
+def log_probs(logits: Tensor, cfg: TrainConfig) -> Tensor:
+    """[..., o] logits (the weights' dtype) -> [..., o] log-probabilities in ``cfg.loss_dtype``."""
+    return normal_grad(logits.to(getattr(torch, cfg.loss_dtype)), logits.dtype).log_softmax(-1)
+
+
+def cross_entropy(logits: Tensor, labels: Tensor, cfg: TrainConfig) -> Tensor:
+    """Mean cross-entropy of [B, o] logits against [B] labels (equal to ``F.cross_entropy``)."""
+    return F.nll_loss(log_probs(logits, cfg), labels)
