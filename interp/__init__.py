@@ -23,6 +23,7 @@ Module dependency order: each module imports only modules before it (never ``pro
 from interp.bridge import to_bridge
 from interp.config import PRESETS, TrainConfig, checkpoint_steps, preset
 from interp.errors import ConfigError, CorruptCheckpointError, StoreError
+from interp.fork import fork
 from interp.hooks import Hook, TrainHook
 from interp.metrics import GROK_THRESHOLD, grok_steps
 from interp.model import ModelConfig, Transformer
@@ -32,7 +33,7 @@ from interp.train import resume, train
 
 __all__ = [
     "GROK_THRESHOLD", "OPERATIONS", "PRESETS", "ConfigError", "CorruptCheckpointError", "Hook", "ModelConfig",
-    "Run", "StoreError", "Task", "TrainConfig", "TrainHook", "Transformer", "checkpoint_steps", "grok_steps",
+    "Run", "StoreError", "Task", "TrainConfig", "TrainHook", "Transformer", "checkpoint_steps", "fork", "grok_steps",
     "preset", "resume", "to_bridge", "train",
 ]
 __version__ = "0.1.0"
