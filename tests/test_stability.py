@@ -48,3 +48,15 @@ def test_stability_probe_is_registered_and_runs_on_a_model():
     cfg = preset("tiny")
     out = probes.measure(cfg.build_model(), cfg.task(), names=["stability.collapse"])["stability.collapse"]
     assert out["collapse.float32"] == 0.0 and -1 <= out["nlm_cosine"] <= 1 and "nlm_cosine_unembed" in out
+
+
+def test_llc_probe_is_optional_and_records_its_settings():
+    import probes.llc as llc
+
+    assert "llc" in probes.REGISTRY and not probes.REGISTRY["llc"].default
+    if not llc.available():
+        pytest.skip("devinterp is not installed (optional extra grokscope[llc])")
+    cfg = preset("tiny")
+    ctx = probes.ProbeContext(cfg.build_model().eval(), cfg.task(), params={"llc_chains": 1, "llc_draws": 5})
+    out = llc.llc_probe(ctx)
+    assert set(out) >= {"llc_mean", "llc_std", "setting.llc_lr", "setting.llc_draws"} and out["setting.llc_draws"] == 5
