@@ -53,3 +53,19 @@ def test_theories_table_places_each_known_transition(synthetic_run):
     assert table.attrs["spread"] == pytest.approx(700, abs=60)
     assert table.set_index("measure").loc["test_loss", "from_median"] == pytest.approx(0, abs=60)
     assert norm.min().min() >= 0 and norm.max().max() <= 1
+
+
+def test_theories_and_compare_pages_show_a_fork_family(monkeypatch, tiny_run_path, tmp_path):
+    """The Theories page draws the table; Compare preselects a run's forks and marks the fork step."""
+    import shutil
+
+    import interp
+    from tests.test_dashboard import app, goto
+
+    parent = tmp_path / "tiny"
+    shutil.copytree(tiny_run_path, parent)
+    child = interp.fork(parent, 1500, set=["n_steps=1520"], name="kid")
+    at = goto(app(monkeypatch, parent, child.path), "theories")
+    assert at.dataframe and "test_loss" in at.dataframe[0].value["measure"].tolist()
+    at = goto(at, "compare")
+    assert at.multiselect(key="compare_runs").value == [str(parent), str(child.path)]
