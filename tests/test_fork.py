@@ -141,3 +141,10 @@ def test_cli_fork_and_runs_show_lineage(parent, tmp_path, capsys):
     assert main(["runs", str(root)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("parent ") and lines[2].startswith("└ kid @50")
+
+
+def test_float64_and_sgd_fork_trains(parent, tmp_path):
+    child = interp.fork(parent, 50, interventions=["float64", "optimizer:sgd", "lr:0.05"], out=tmp_path / "f64")
+    assert child.state_dict_at(60)["embed.W_E"].dtype == torch.float64
+    assert any("afresh" in n for n in child.meta["fork"]["notes"])
+    assert math.isfinite(child.metrics["train_loss"].iloc[-1])
