@@ -128,6 +128,7 @@ def fork(run: Run | str | os.PathLike, step: int, *, set: Sequence[str] = (),
         state = Trainer(pcfg, Run.open(path), progress=False).train_state(0)
     ctx = ForkContext(cfg=new_cfg, state=state, notes=[note] if note else [])
     ctx.changes.update({k: getattr(new_cfg, k) for k in new_cfg.to_dict() if getattr(new_cfg, k) != getattr(pcfg, k)})
+    ctx.notes += [f"{k} = {v!r}" for k, v in ctx.changes.items()]
     for spec in interventions:
         apply(ctx, spec)
     _rebuild_optimizer_groups(ctx, pcfg)
@@ -175,3 +176,24 @@ def parent_of(run: Run) -> tuple[str, int] | None:
     """(parent path, fork step) of a fork, or None."""
     f = run.meta.get("fork")
     return (f["parent"], int(f["step"])) if f else None
+
+
+def fork_grid(run: Run | str | os.PathLike, steps: Sequence[int], grid: dict[str, Sequence[str]] | None = None, *,
+              set: Sequence[str] = (), interventions: Sequence[str] = (),
+              train: bool = True, progress: bool = False) -> list[Run]:
+    """One fork of ``run`` per step in ``steps`` and per point of ``grid`` (``{key: [values]}``,
+    their product, applied as ``key=value`` after ``set``), trained one after another, named
+    ``<parent>_fork<step>[_<key><value>...]`` beside the parent."""
+    import itertools
+
+    parent = run if isinstance(run, Run) else Run.open(run)
+    keys = list(grid or {})
+    points = list(itertools.product(*[list(grid[k]) for k in keys])) if keys else [()]
+    out = []
+    for step in steps:
+        for point in points:
+            extra = [f"{k}={v}" for k, v in zip(keys, point, strict=True)]
+            name = f"{parent.path.name}_fork{step}" + "".join(f"_{k}{v}" for k, v in zip(keys, point, strict=True))
+            out.append(fork(parent, step, set=[*set, *extra], interventions=interventions, name=name, train=train,
+                            progress=progress))
+    return out

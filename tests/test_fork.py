@@ -141,6 +141,10 @@ def test_cli_fork_and_runs_show_lineage(parent, tmp_path, capsys):
     assert main(["runs", str(root)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("parent ") and lines[2].startswith("└ kid @50")
+    assert main(["fork", str(root / "parent"), "--at", "40,50", "--grid", "weight_decay=0,2", "--no-train"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("forked parent") == 4
+    assert Run.open(root / "parent_fork50_weight_decay2").train_config.weight_decay == 2
 
 
 def test_float64_and_sgd_fork_trains(parent, tmp_path):
