@@ -18,6 +18,8 @@ Module dependency order: each module imports only modules before it (never ``pro
 * ``grokfast``: the Grokfast gradient filters.
 * ``loop``: what Trainer and BatchedTrainer share (state format, minibatch seeding, hook dispatch).
 * ``train``: Trainer, train, resume, create_run. ``batched``: BatchedTrainer.
+* ``optim``: optimizer choice, ⊥Grad, frozen groups. ``interventions`` and ``fork``: fork a run at
+  any step (``interp.fork``), with interventions.
 """
 
 from interp.bridge import to_bridge
