@@ -63,6 +63,11 @@ class TrainConfig(_ArchFields):
     warmup_steps: int = 10
     batch_size: int | None = None  # None: full batch
     loss_dtype: str = "float64"
+    # issue 15: optimizer, loss and gradient options (interp.optim, interp.losses)
+    optimizer: str = "adamw"  # "adamw" | "adam" (no weight decay) | "sgd"
+    orthograd: bool = False  # ⊥Grad (Prieto et al. 2025): gradient made orthogonal to the weights
+    loss: str = "cross_entropy"  # "cross_entropy" | "stablemax" (Prieto et al. 2025)
+    frozen: str = ""  # comma-separated parameter-name prefixes that are not updated
     # Grokfast (Lee et al. 2024, arXiv:2405.20233)
     grokfast: str = "none"  # "none" | "ema" | "ma"
     grokfast_alpha: float = 0.98
@@ -77,6 +82,7 @@ class TrainConfig(_ArchFields):
     stop_after_grok: int | None = None  # stop once test acc >= grok_threshold for this many steps
     grok_threshold: float = 0.99  # interp.metrics.GROK_THRESHOLD
     fast_path: bool = True
+    state_snapshots: int = 24  # issue 15: full training states kept at ~this many log-spaced checkpoints
 
     def __post_init__(self) -> None:
         self.task()
@@ -94,6 +100,8 @@ class TrainConfig(_ArchFields):
             "ckpt_every": self.ckpt_every is None or self.ckpt_every >= 1, "eval_every": self.eval_every >= 1,
             "stop_after_grok": self.stop_after_grok is None or self.stop_after_grok >= 0,
             "grok_threshold": 0 < self.grok_threshold <= 1,
+            "optimizer": self.optimizer in ("adamw", "adam", "sgd"),
+            "loss": self.loss in ("cross_entropy", "stablemax"), "state_snapshots": self.state_snapshots >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -207,3 +215,15 @@ def checkpoint_steps(cfg: TrainConfig) -> list[int]:
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up: lr_t = lr · min(1, (t + 1) / warmup_steps), then constant."""
     return cfg.lr * (min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+
+
+def snapshot_steps(cfg: TrainConfig) -> list[int]:
+    """Checkpoint steps at which the full training state is kept (issue 15, for forks): step 0
+    and the checkpoints nearest to ``state_snapshots`` log-spaced steps in [1, n_steps]."""
+    ckpts = checkpoint_steps(cfg)
+    if cfg.state_snapshots <= 0:
+        return []
+    arr = np.asarray(ckpts)
+    targets = np.geomspace(1, max(cfg.n_steps, 1), cfg.state_snapshots)
+    picks = {int(arr[np.abs(arr - t).argmin()]) for t in targets}
+    return sorted(picks | {0})

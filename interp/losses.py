@@ -17,8 +17,19 @@ from interp.numerics import normal_grad
 
 
 def log_probs(logits: Tensor, cfg: TrainConfig) -> Tensor:
-    """[..., o] logits (the weights' dtype) -> [..., o] log-probabilities in ``cfg.loss_dtype``."""
-    return normal_grad(logits.to(getattr(torch, cfg.loss_dtype)), logits.dtype).log_softmax(-1)
+    """[..., o] logits (the weights' dtype) -> [..., o] log-probabilities in ``cfg.loss_dtype``:
+    log softmax, or log StableMax when ``cfg.loss == "stablemax"``."""
+    z = normal_grad(logits.to(getattr(torch, cfg.loss_dtype)), logits.dtype)
+    if getattr(cfg, "loss", "cross_entropy") == "stablemax":
+        return log_stablemax(z)
+    return z.log_softmax(-1)
+
+
+def log_stablemax(z: Tensor) -> Tensor:
+    """log StableMax (Prieto et al. 2025, arXiv:2501.04697, eq. 6): s(x) = x + 1 for x ≥ 0 and
+    1 / (1 − x) for x < 0, normalised: log s(z_i) − log Σ_j s(z_j). Issue 15."""
+    s = torch.where(z >= 0, z + 1, 1 / (1 - torch.where(z >= 0, torch.zeros_like(z), z)))
+    return s.log() - s.sum(-1, keepdim=True).log()
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, cfg: TrainConfig) -> Tensor:

@@ -25,6 +25,7 @@ from interp.grokfast import Grokfast
 from interp.hooks import TrainHook
 from interp.loop import RunLoop, TrainState, minibatch
 from interp.losses import cross_entropy
+from interp.optim import apply_gradient_options, build_optimizer
 from interp.store import DEFAULT_ROOT, Run
 
 
@@ -43,8 +44,7 @@ class Trainer(RunLoop):
         self.model = cfg.build_model()
         self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named_params]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           weight_decay=cfg.weight_decay, fused=True)
+        self.optimizer = build_optimizer(cfg, self.params)
         self.grokfast = Grokfast(cfg.grokfast, cfg.grokfast_alpha, cfg.grokfast_lamb, cfg.grokfast_window)
         state = TrainState.load(run) if run.has_state else None
         if state is not None:
@@ -103,8 +103,10 @@ class Trainer(RunLoop):
         return metrics
 
     def _update(self, step: int) -> None:
-        """Update ``step`` → ``step + 1``: Grokfast filter, then AdamW at the warm-up learning rate."""
+        """Update ``step`` → ``step + 1``: Grokfast filter, gradient options, then the optimizer at the
+        warm-up learning rate."""
         self.grokfast.apply({n: p.grad for n, p in self.named_params})
+        apply_gradient_options(self.cfg, self.named_params)  # frozen groups, ⊥Grad (interp.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.cfg, step)
         self.optimizer.step()
