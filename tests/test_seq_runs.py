@@ -85,3 +85,13 @@ def test_dashboard_pages(monkeypatch, seq_run, page):
         titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
         assert any(t.startswith("Layer 0: attention of probe input") for t in titles)
         assert any(t.startswith("Sink rate per head, non-trigger") for t in titles)
+
+
+def test_sweep_over_n_train(tmp_path):
+    """A sweep over N (the data-amount knob) on a sequence task, in-process pool of one worker."""
+    from interp import sweep
+
+    base = preset("tiny_seq").replace(n_steps=20, ckpt_every=10, eval_every=10)
+    df = sweep.run(base, ["n_train=200,400"], out=tmp_path / "sw", backend="local-pool", workers=1,
+                   progress=False)
+    assert sorted(df["n_train"]) == [200, 400] and set(df["action"]) == {"trained"}
