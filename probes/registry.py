@@ -60,14 +60,17 @@ def applies(tasks: tuple[str, ...] | None, task: Any) -> str:
     """"" when a probe declaring ``tasks`` applies to ``task``, else the reason it does not.
 
     ``tasks`` holds task kinds: "grid" (the p×p tasks of :mod:`interp.tasks`), a sequence task's
-    name (:data:`interp.seqtasks.SEQ_TASKS`), "sequence" (every sequence task) or "bos" (tasks whose
-    inputs start with a BOS token). None: every task."""
+    name (:data:`interp.seqtasks.SEQ_TASKS`), "sequence" (every sequence task), "bos" (tasks whose
+    inputs start with a BOS token) or "modular" (tokens 0..p−1 and outputs are residues mod p: the
+    grid tasks, ``sum``, ``sparse_sum``). None: every task."""
     if tasks is None:
         return ""
     kind = getattr(task, "kind", "grid")
     groups = {kind, "sequence" if kind != "grid" else "grid"}
     if getattr(task, "bos_token", None) is not None:
         groups.add("bos")
+    if getattr(task, "modular", False):  # tokens 0..p−1 and outputs are residues mod p (grid, sum, sparse_sum)
+        groups.add("modular")
     if groups & set(tasks):
         return ""
     return f"applies to {', '.join(tasks)} tasks; this run's task is {kind}"

@@ -141,3 +141,21 @@ def test_seq_sink_stats_by_type():
     assert out["resid_ratio"] == pytest.approx(10.0)
     assert out["massive_at_first"].tolist() == [1.0, 1.0]
     assert np.isfinite(out["massive_ratio"].numpy()).all()
+
+
+def test_probe_applicability_by_task():
+    import probes
+    from probes.registry import REGISTRY
+
+    grid, sparse, bigram = TrainConfig(p=11).task(), _task("sparse_sum"), _task("bigram_backcopy")
+    embed = REGISTRY["fourier.embed"]
+    assert embed.reason_skipped(grid) == "" and embed.reason_skipped(sparse) == ""
+    assert "bigram_backcopy" in embed.reason_skipped(bigram)
+    assert REGISTRY["fourier.neurons"].reason_skipped(sparse)
+    assert not REGISTRY["attention.seq_sinks"].reason_skipped(grid)
+    cfg = TrainConfig(seq_task="sparse_sum", p=7, seq_len=8, n_train=50, n_test=20, d_model=16, n_heads=2, d_head=8,
+                      d_mlp=32)
+    out = probes.measure(cfg.build_model(), cfg.task())
+    assert {"fourier.embed", "attention.seq_sinks", "attention.sparsity"} <= set(out)
+    assert "fourier.neurons" not in out and "progress.loss" not in out
+    assert out["attention.sparsity"]["eff_tokens"].shape == (1, 2, 9)
