@@ -209,10 +209,12 @@ PRESETS: dict[str, TrainConfig] = {
         ckpt_dense_until=100, ckpt_dense_every=10, ckpt_log_count=150, ckpt_every=10, eval_every=50,
     ),
     # sparse_sum: a + b mod 17 at 2 random positions among 12, read at `=`; n_train 1,000 (full batch).
-    # What to watch: the readout query's effective number of attended tokens (attention.sparsity
-    # readout_eff_tokens) falls from ~13 (uniform) to ~2 as attention locks onto the two operands;
-    # train accuracy reaches 100% first and test accuracy follows later (numbers in the docstring
-    # below are filled from a measured run).
+    # What to watch (measured on a loaded 2-core CPU, 3,000 steps, 295 checkpoints, ~3.5 minutes): the
+    # readout query's effective number of attended tokens (attention.sparsity readout_eff_tokens) falls
+    # from 13.0 (uniform over the 13 keys) to 3.1 at step ~190, 2.2 at 500 and ~1.8 at step ~1,150
+    # (then 2.1 at the end) as attention locks onto the two operands; train accuracy reaches 99% at
+    # step 169, test accuracy 82% at 194 and 99% only at step 450 (a delayed generalisation, not a
+    # long grokking plateau; fewer examples, n_train <= 700, memorise without generalising in 3k steps).
     "sparse": TrainConfig(
         seq_task="sparse_sum", p=17, seq_len=12, n_train=1_000, n_test=1_000, d_model=64, n_heads=4, d_head=16,
         d_mlp=256, lr=1e-3, weight_decay=1.0, n_steps=3_000, ckpt_dense_until=100, ckpt_dense_every=10,
