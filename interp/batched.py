@@ -140,6 +140,8 @@ class BatchedTrainer:
 
         # ---- data: the whole grid once, per-model masks
         tasks = [r.task for r in runs]  # each checked against the split in its run.json
+        if any(t.kind != "grid" for t in tasks):  # issue 13
+            raise ConfigError("batched: sequence tasks (seq_task) train with interp.train.Trainer only, not batched")
         self.x, self.y = tasks[0].inputs.to(self.device), tasks[0].labels.to(self.device)
         self.train_idx = [t.train_idx for t in tasks]
         self.train_w = torch.stack([t.train_mask for t in tasks]).to(self.device, self.loss_dtype)

@@ -22,6 +22,7 @@ import torch
 
 from interp.errors import ConfigError
 from interp.model import ModelConfig, Transformer
+from interp.seqtasks import SequenceTask
 from interp.tasks import Task
 
 #: ModelConfig fields that a TrainConfig derives from its task, not from its own fields
@@ -54,6 +55,14 @@ class TrainConfig(_ArchFields):
     frac_train: float = 0.3
     data_seed: int = 0
     seed: int = 0  # model init and minibatch order
+    # sequence tasks (issue 13, interp.seqtasks): None keeps the grid task ``op`` mod p
+    seq_task: str | None = None
+    seq_len: int = 16  # positions before ``=`` (sparse_sum, sparse_parity) / after BOS (bigram_backcopy)
+    seq_k: int = 2  # operands (sum), secret bits (sparse_parity)
+    n_triggers: int = 3  # bigram_backcopy
+    bos: bool = False  # prepend a BOS token (always on for bigram_backcopy)
+    n_train: int = 2000  # sequence tasks: train inputs (the data-amount knob)
+    n_test: int = 1000
     # optimisation
     n_steps: int = 40_000
     lr: float = 1e-3
@@ -107,12 +116,17 @@ class TrainConfig(_ArchFields):
             if not ok:
                 raise ConfigError(f"{name}: invalid value {getattr(self, name)!r}")
 
-    def task(self) -> Task:
+    def task(self) -> Task | SequenceTask:
+        if self.seq_task is not None:
+            return SequenceTask(self.seq_task, self.p, self.seq_len, self.seq_k, self.n_triggers, self.bos,
+                                self.n_train, self.n_test, self.data_seed)
         return Task(self.op, self.p, self.frac_train, self.data_seed)
 
     def model_config(self) -> ModelConfig:
         """The ModelConfig: the task's vocabulary and context, and every field in ARCH_FIELDS."""
-        return ModelConfig(d_vocab=self.p + 1, d_vocab_out=self.p, n_ctx=3,
+        task = self.task() if self.seq_task is not None else None  # grid: (p + 1, p, 3) without building it
+        vocab = (task.d_vocab, task.d_vocab_out, task.n_ctx) if task is not None else (self.p + 1, self.p, 3)
+        return ModelConfig(d_vocab=vocab[0], d_vocab_out=vocab[1], n_ctx=vocab[2],
                            **{name: getattr(self, name) for name in ARCH_FIELDS})
 
     def build_model(self) -> Transformer:
@@ -187,6 +201,39 @@ PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(
         p=47, frac_train=0.4, d_model=64, n_heads=4, d_head=16, d_mlp=128, lr=3e-3, weight_decay=3.0,
         n_steps=1_500, ckpt_dense_until=50, ckpt_dense_every=10, ckpt_log_count=30, ckpt_every=25, eval_every=10,
+    ),
+    # ---- sequence tasks (issue 13)
+    # Bigram-Backcopy (Guo et al. 2024, arXiv:2410.13835), one layer, one head. What to watch
+    # (attention.seq_sinks, measured on a loaded 2-core CPU): the head goes active on the 3 trigger
+    # tokens (attention on BOS 0.08 at init -> 0.000 by step ~190: it copies the token before the
+    # trigger) and dormant on the others, dumping attention on BOS: sink_rate_non_trigger (Gu et al.'s
+    # rate, ε = 0.3, query 0 left out) 0% until step ~170, 52% at 190, 99% at 219, 100% from ~240 on
+    # (about 1.5 minutes in); first_attn_non_trigger 0.10 -> 0.90 by step 1000. BOS's value state
+    # drains: ‖v W_O‖ 1.32 -> 0.21 while the other tokens' grows 1.40 -> 2.96 (value_ratio 0.95 -> 0.07).
+    # 2,000 steps, 327 checkpoints, ~10 minutes.
+    "sinks": TrainConfig(
+        seq_task="bigram_backcopy", p=32, seq_len=32, n_triggers=3, bos=True, n_train=20_000, n_test=500,
+        d_model=64, n_heads=1, d_head=64, d_mlp=256, lr=3e-3, weight_decay=0.0, batch_size=64, n_steps=2_000,
+        ckpt_dense_until=100, ckpt_dense_every=10, ckpt_log_count=150, ckpt_every=10, eval_every=50,
+    ),
+    # sparse_sum: a + b mod 17 at 2 random positions among 12, read at `=`; n_train 1,000 (full batch).
+    # What to watch (measured on a loaded 2-core CPU, 3,000 steps, 295 checkpoints, ~3.5 minutes): the
+    # readout query's effective number of attended tokens (attention.sparsity readout_eff_tokens) falls
+    # from 13.0 (uniform over the 13 keys) to 3.1 at step ~190, 2.2 at 500 and ~1.8 at step ~1,150
+    # (then 2.1 at the end) as attention locks onto the two operands; train accuracy reaches 99% at
+    # step 169, test accuracy 82% at 194 and 99% only at step 450 (a delayed generalisation, not a
+    # long grokking plateau; fewer examples, n_train <= 700, memorise without generalising in 3k steps).
+    "sparse": TrainConfig(
+        seq_task="sparse_sum", p=17, seq_len=12, n_train=1_000, n_test=1_000, d_model=64, n_heads=4, d_head=16,
+        d_mlp=256, lr=1e-3, weight_decay=1.0, n_steps=3_000, ckpt_dense_until=100, ckpt_dense_every=10,
+        ckpt_log_count=150, ckpt_every=20, eval_every=10,
+    ),
+    # Small bigram_backcopy for tests: 300 steps in ~15 s; sink_rate_non_trigger 0% at steps 0 and 50,
+    # 100% from step 100 on.
+    "tiny_seq": TrainConfig(
+        seq_task="bigram_backcopy", p=16, seq_len=16, n_triggers=2, bos=True, n_train=4_000, n_test=200,
+        d_model=32, n_heads=1, d_head=32, d_mlp=64, lr=1e-2, weight_decay=0.0, batch_size=64, n_steps=300,
+        ckpt_dense_until=0, ckpt_log_count=0, ckpt_every=50, eval_every=50,
     ),
 }
 

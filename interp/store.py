@@ -222,6 +222,9 @@ class Run:
         stored = self.meta.get("split", {}).get("train_idx")
         if stored is not None and stored != task.train_idx.tolist():
             raise StoreError(f"{self.path / 'run.json'}: stored split differs from the one its seed gives")
+        stored = self.meta.get("split", {}).get("data_sha256")  # sequence tasks (issue 13)
+        if stored is not None and stored != task.data_sha256():
+            raise StoreError(f"{self.path / 'run.json'}: stored data differs from the one its seed gives")
         return task
 
     # ---- checkpoints

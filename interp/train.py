@@ -24,7 +24,7 @@ from interp.errors import ConfigError, StoreError
 from interp.grokfast import Grokfast
 from interp.hooks import TrainHook
 from interp.loop import RunLoop, TrainState, minibatch
-from interp.losses import cross_entropy
+from interp.losses import accuracy, cross_entropy, masked_cross_entropy
 from interp.optim import apply_gradient_options, build_optimizer
 from interp.store import DEFAULT_ROOT, Run
 
@@ -50,7 +50,8 @@ class Trainer(RunLoop):
         if state is not None:
             self._restore(state)
         self.init_loop(cfg, run, state, hooks, progress)
-        x, y = self.task.inputs, self.task.labels
+        self.per_position = self.task.per_position  # next-token loss at every position (issue 13)
+        x, y = self.task.inputs, (self.task.targets if self.per_position else self.task.labels)
         self.train_x, self.train_y = x[self.task.train_idx], y[self.task.train_idx]
         self.test_x, self.test_y = x[self.task.test_idx], y[self.task.test_idx]
 
@@ -74,17 +75,26 @@ class Trainer(RunLoop):
         return (self.train_x, self.train_y) if idx is None else (self.train_x[idx], self.train_y[idx])
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_position:
+            return self.model.forward_all(x) if self.cfg.fast_path else self.model(x)
         return self.model.forward_last(x) if self.cfg.fast_path else self.model(x)[:, -1]
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.per_position:
+            return masked_cross_entropy(logits, y, self.cfg)
         return cross_entropy(logits, y, self.cfg)
+
+    def accuracy(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        if self.per_position:
+            return accuracy(logits, y)
+        return (logits.argmax(-1) == y).float().mean().item()
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         if len(y) == 0:
             return math.nan, math.nan
         logits = self.logits(x)
-        return self.loss_fn(logits, y).item(), (logits.argmax(-1) == y).float().mean().item()
+        return self.loss_fn(logits, y).item(), self.accuracy(logits, y)
 
     def _forward_backward(self, step: int) -> dict[str, float]:
         """Loss and gradients of the weights W_step, and the step's metrics row."""
@@ -95,7 +105,7 @@ class Trainer(RunLoop):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm, weight_norm = _global_norm([p.grad for p in self.params]), _global_norm(self.params)
-        metrics = {"train_loss": loss.item(), "train_acc": (logits.argmax(-1) == y).float().mean().item(),
+        metrics = {"train_loss": loss.item(), "train_acc": self.accuracy(logits, y),
                    "test_loss": math.nan, "test_acc": math.nan, "lr": lr_at(self.cfg, step),
                    "weight_norm": weight_norm, "grad_norm": grad_norm, "wall_time": self.elapsed()}
         if self.needs_eval(step):
@@ -126,6 +136,8 @@ class Trainer(RunLoop):
 def new_run_dir(root: str | Path, name: str | None, cfg: TrainConfig) -> Path:
     root = Path(root)
     base = name or f"{cfg.op}_p{cfg.p}_frac{cfg.frac_train:g}_wd{cfg.weight_decay:g}_seed{cfg.seed}"
+    if cfg.seq_task is not None and name is None:  # issue 13
+        base = f"{cfg.seq_task}_p{cfg.p}_n{cfg.seq_len}_N{cfg.n_train}_wd{cfg.weight_decay:g}_seed{cfg.seed}"
     path, i = root / base, 1
     while (path / "run.json").exists() and name is None:
         i += 1
@@ -147,8 +159,7 @@ def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -
     path, task = Path(path), config.task()
     return Run.create(path, {
         "name": name or path.name, "config": config.to_dict(), "status": "created",
-        "split": {"data_seed": config.data_seed, "frac_train": config.frac_train,
-                  "train_idx": task.train_idx.tolist()},
+        "split": task.split_meta(),
         "model": {"params": config.build_model().param_count()},
         "checkpoint_schedule": checkpoint_steps(config),
     })
