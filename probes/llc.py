@@ -34,7 +34,7 @@ def available() -> bool:
     return True
 
 
-@probe("llc", version=1, default=False)
+@probe("llc", version=1, default=False, tasks=("grid",))
 def llc_probe(ctx: ProbeContext) -> dict:
     """Local learning coefficient by SGLD (devinterp; Lau et al. 2023), with its sampler settings."""
     try:

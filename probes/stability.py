@@ -51,7 +51,7 @@ def nlm_cosine_unembed(resid: Tensor, W_U: Tensor, labels: Tensor) -> float:
     return torch.nn.functional.cosine_similarity(descent.flatten(), W.flatten(), dim=0).item()
 
 
-@probe("stability.collapse", version=1)
+@probe("stability.collapse", version=1, tasks=("grid",))  # reads the grid's train split and labels
 def stability_probe(ctx: ProbeContext) -> dict:
     """Softmax collapse and zero-loss fractions (float32, float64) and NLM cosines on the train
     split (Prieto et al. 2025, arXiv:2501.04697)."""
