@@ -30,6 +30,7 @@ from interp.config import (  # noqa: F401  (re-exported: their home is interp.co
 from interp.errors import ConfigError, StoreError
 from interp.grokfast import Grokfast
 from interp.hooks import Hook, TrainHook  # noqa: F401  (re-exported)
+from interp.locking import write_lock
 from interp.loop import RunLoop, TrainState, minibatch
 from interp.losses import cross_entropy
 from interp.store import DEFAULT_ROOT, Run
@@ -142,8 +143,9 @@ def train(config: TrainConfig, out: str | Path | None = None, *, root: str | Pat
           name: str | None = None, hooks: Sequence[TrainHook] = (), progress: bool = True) -> Run:
     """Train a new run into ``out`` (or a fresh directory under ``root``) and return it."""
     path = Path(out) if out is not None else new_run_dir(root, name, config)
-    run = create_run(config, path, name=name)
-    return Trainer(config, run, hooks=hooks, progress=progress).fit()
+    with write_lock(path):  # one writer per run (issue 16)
+        run = create_run(config, path, name=name)
+        return Trainer(config, run, hooks=hooks, progress=progress).fit()
 
 
 def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -> Run:
@@ -162,8 +164,15 @@ def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -
 def resume(path: str | Path, *, n_steps: int | None = None, hooks: Sequence[TrainHook] = (),
            progress: bool = True) -> Run:
     """Continue a run from its last saved state, optionally to another ``n_steps`` (not below
-    the saved step). A run that stopped before its step-0 state was saved starts over."""
-    run = Run.open(path)
+    the saved step). A run that stopped before its step-0 state was saved starts over.
+    Holds the run's writer lock (:mod:`interp.locking`) throughout."""
+    Run.open(path)  # a missing or unreadable run is reported before any lock file is made
+    with write_lock(path):
+        return _resume(path, n_steps, hooks, progress)
+
+
+def _resume(path: str | Path, n_steps: int | None, hooks: Sequence[TrainHook], progress: bool) -> Run:
+    run = Run.open(path)  # re-read under the lock: another writer may have just finished
     cfg = run.train_config
     saved = run.state_step
     if saved is None and any(run.steps):  # step 0 alone is a function of the seeds: redone below

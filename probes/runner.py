@@ -35,6 +35,7 @@ from safetensors.numpy import save as st_save
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError, StoreError
+from interp.locking import write_lock
 from interp.perf import reuse_freed_memory
 from interp.store import Run, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
 from interp.tasks import Task
@@ -305,6 +306,12 @@ def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps:
     ``key_freqs`` fixes the frequencies of the progress measures (see :func:`run_params`)."""
     reuse_freed_memory()
     run, specs = _open(run), resolve(names)
+    with write_lock(run.path / "probes", what="probing"):  # one writer per probe cache (issue 16)
+        return _run_locked(run, specs, steps, params, progress, key_freqs)
+
+
+def _run_locked(run: Run, specs: list[ProbeSpec], steps: Iterable[int] | None, params: dict[str, Any] | None,
+                progress: bool, key_freqs: str | Iterable[int]) -> pd.DataFrame:
     params = run_params(run, params, key_freqs, specs)
     manifest = run.manifest
     steps = sorted(manifest) if steps is None else _check_steps(run, steps, manifest)
