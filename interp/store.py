@@ -22,7 +22,6 @@ SHA-256; a corrupt or truncated file raises :class:`CorruptCheckpointError` nami
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import platform
@@ -42,7 +41,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from interp.config import TrainConfig
-from interp.errors import CorruptCheckpointError, StoreError
+from interp.errors import ConfigError, CorruptCheckpointError, StoreError
+from interp.integrity import canonical_safetensors, parquet_bytes, read_parquet_verified, seal_json, unseal_json
 from interp.metrics import METRIC_COLUMNS, final_values, grok_steps
 
 FORMAT_VERSION = 1
@@ -99,30 +99,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+    """Write ``obj`` as JSON with its checksum (:func:`interp.integrity.seal_json`)."""
+    atomic_write_bytes(path, (json.dumps(seal_json(obj), indent=1, sort_keys=True) + "\n").encode())
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    fd, tmp = _temp_beside(path)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Write ``df`` as parquet with its checksum in the schema metadata."""
+    atomic_write_bytes(path, parquet_bytes(df))
 
 
 def read_json(path: Path) -> Any:
+    """The JSON in ``path``, its checksum verified and removed; StoreError naming the file."""
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_bytes().decode())
     except FileNotFoundError:
         raise StoreError(f"missing {path}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"corrupt {path}: {e}") from None
+    return unseal_json(obj, path)
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """The frame in ``path``, its checksum verified; StoreError naming the file."""
+    return read_parquet_verified(path.read_bytes(), path)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -140,6 +139,16 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist.replace("-", "_")] = "not installed"
     return out
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is a plain directory name (no path separator, not ``.``/``..``, no NUL),
+    else ConfigError: names are names, so a run never lands outside its root."""
+    seps = {"/", "\\", os.sep, os.altsep or "/"}
+    if not name or name in (".", "..") or "\0" in name or any(sep in name for sep in seps):
+        raise ConfigError(f"name: {name!r} is not a run name (no path separators, '.' or '..'); "
+                          "use --out DIR to choose a directory")
+    return name
 
 
 def step_file(step: int) -> str:
@@ -161,12 +170,18 @@ class Run:
         if not path.is_dir():
             raise StoreError(f"no run directory at {path}")
         meta = read_json(path / "run.json")
+        if not isinstance(meta, dict):
+            raise StoreError(f"{path / 'run.json'}: not a run description (a JSON {type(meta).__name__})")
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
             raise StoreError(
                 f"{path / 'run.json'}: run format version {version!r} is not supported "
                 f"(this grokscope reads version {FORMAT_VERSION})"
             )
+        if not isinstance(meta.get("config"), dict):
+            raise StoreError(f"{path / 'run.json'}: not a run description (no config object)")
+        if not isinstance(meta.get("split", {}), dict):
+            raise StoreError(f"{path / 'run.json'}: split is not an object")
         return cls(path=path, meta=meta)
 
     @classmethod
@@ -227,7 +242,15 @@ class Run:
     # ---- checkpoints
     @property
     def manifest(self) -> dict[int, dict]:
-        return {int(k): v for k, v in read_json(self.path / "manifest.json").items()}
+        path = self.path / "manifest.json"
+        raw = read_json(path)
+        try:
+            out = {int(k): v for k, v in raw.items()}
+            if not all(isinstance(v, dict) and {"file", "sha256", "bytes"} <= set(v) for v in out.values()):
+                raise ValueError("an entry lacks file, sha256 or bytes")
+        except (AttributeError, TypeError, ValueError) as e:
+            raise StoreError(f"corrupt {path}: {e}") from None
+        return out
 
     @property
     def steps(self) -> list[int]:
@@ -246,7 +269,7 @@ class Run:
         """Write weights/step_XXXXXXXX.safetensors, then record it in the manifest."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         md = {k: str(v) for k, v in {"step": step, **metadata}.items()}
-        data = st_save(tensors, metadata=md)
+        data = canonical_safetensors(st_save(tensors, metadata=md))  # same training, same bytes
         rel = step_file(step)
         atomic_write_bytes(self.path / rel, data)
         manifest = read_json(self.path / "manifest.json")
@@ -309,10 +332,7 @@ class Run:
         path = self.path / "metrics.parquet"
         if not path.exists():
             return pd.DataFrame(columns=METRIC_COLUMNS)
-        try:  # read the bytes once: a live run may replace the file between pyarrow's opens
-            return pd.read_parquet(io.BytesIO(path.read_bytes()))
-        except Exception as e:  # pyarrow raises several types for a damaged file
-            raise StoreError(f"corrupt {path}: {e}") from None
+        return read_parquet(path)  # the bytes are read once: a live run may replace the file meanwhile
 
     def write_metrics(self, df: pd.DataFrame) -> None:
         atomic_write_parquet(self.path / "metrics.parquet", df)

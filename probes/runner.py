@@ -35,9 +35,10 @@ from safetensors.numpy import save as st_save
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError, StoreError
+from interp.integrity import seal_safetensors, verify_safetensors
 from interp.locking import write_lock
 from interp.perf import reuse_freed_memory
-from interp.store import Run, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
+from interp.store import Run, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, read_parquet
 from interp.tasks import Task
 from probes.registry import DEFAULT_PARAMS, REGISTRY, RUN_LEVEL_PARAMS, ProbeContext, ProbeSpec, available
 
@@ -256,7 +257,7 @@ class ProbeCache:
                 raise ValueError(f"probe {probe}: array {name!r} must have one shape at every step, got {shapes}")
             tensors[name] = np.ascontiguousarray(np.stack(rows))
         meta = {"probe": probe, "version": str(self.index[probe]["version"]), "params": self.index[probe]["params"]}
-        atomic_write_bytes(path, st_save(tensors, metadata=meta))
+        atomic_write_bytes(path, seal_safetensors(st_save(tensors, metadata=meta)))
 
 
 def read_index(root: Path) -> dict[str, dict]:
@@ -274,15 +275,14 @@ def read_scalars(root: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame({"step": pd.Series(dtype="int64"), "probe": pd.Series(dtype=object),
                              "name": pd.Series(dtype=object), "value": pd.Series(dtype="float64")})
-    try:
-        return pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise StoreError(f"corrupt {path}: {e}") from None
+    return read_parquet(path)  # checksum verified
 
 
 def _read_arrays(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    data = path.read_bytes()
+    verify_safetensors(data, path)
     try:
-        tensors = st_load(path.read_bytes())
+        tensors = st_load(data)
     except (SafetensorError, ValueError) as e:
         raise StoreError(f"corrupt {path}: {e}") from None
     steps = tensors.pop(STEPS_KEY)
