@@ -1,6 +1,6 @@
 """grokscope dashboard: the Streamlit entrypoint (``grokscope app`` runs it).
 
-    streamlit run apps/dashboard.py -- [RUN_DIR ...] [--root checkpoints/]
+    streamlit run apps/dashboard.py --server.address 127.0.0.1 -- [RUN_DIR ...] [--root checkpoints/]
 
 Draws the shared sidebar (run, step, play) and routes to one page module per view.
 """

@@ -33,7 +33,7 @@ from interp.hooks import Hook, TrainHook  # noqa: F401  (re-exported)
 from interp.locking import write_lock
 from interp.loop import RunLoop, TrainState, minibatch
 from interp.losses import cross_entropy
-from interp.store import DEFAULT_ROOT, Run
+from interp.store import DEFAULT_ROOT, Run, check_run_name
 
 
 @torch.no_grad()
@@ -142,6 +142,8 @@ def new_run_dir(root: str | Path, name: str | None, cfg: TrainConfig) -> Path:
 def train(config: TrainConfig, out: str | Path | None = None, *, root: str | Path = DEFAULT_ROOT,
           name: str | None = None, hooks: Sequence[TrainHook] = (), progress: bool = True) -> Run:
     """Train a new run into ``out`` (or a fresh directory under ``root``) and return it."""
+    if name is not None:
+        check_run_name(name)  # a name, never a path (issue 16)
     path = Path(out) if out is not None else new_run_dir(root, name, config)
     with write_lock(path):  # one writer per run (issue 16)
         run = create_run(config, path, name=name)
