@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from interp.errors import ConfigError
+from interp.limits import check_limits
 from interp.model import ModelConfig, Transformer
 from interp.tasks import Task
 
@@ -79,6 +80,7 @@ class TrainConfig(_ArchFields):
     fast_path: bool = True
 
     def __post_init__(self) -> None:
+        check_limits(self)  # issue 16: integer seeds torch takes, memory estimate, before any allocation
         self.task()
         self.model_config()
         checks = {

@@ -228,7 +228,10 @@ class Run:
 
     @cached_property
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.config)
+        try:
+            return TrainConfig.from_dict(self.config)
+        except (TypeError, ValueError, OverflowError) as e:  # a hostile or damaged run.json
+            raise StoreError(f"{self.path / 'run.json'}: invalid config: {e}") from None
 
     @property
     def task(self):

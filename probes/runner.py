@@ -119,7 +119,12 @@ def run_params(run: Run, params: dict[str, Any] | None, key_freqs: str | Iterabl
     elif isinstance(key_freqs, str):
         raise ConfigError(f"key_freqs: expected 'final', 'checkpoint' or a list of frequencies, got {key_freqs!r}")
     else:
-        merged["key_freqs"] = sorted(int(k) for k in key_freqs)
+        freqs, top = sorted(int(k) for k in key_freqs), run.train_config.p // 2
+        bad = [k for k in freqs if not 1 <= k <= top]
+        if bad or not freqs:  # 0 or a negative frequency would silently replace the cached measures
+            raise ConfigError(f"key_freqs: frequencies must be from 1 to p//2 = {top}, got "
+                              f"{bad[0] if bad else 'none'}")
+        merged["key_freqs"] = freqs
     return merged
 
 
