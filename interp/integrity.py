@@ -76,9 +76,17 @@ def unseal_json(obj: Any, path: Path) -> Any:
 def frame_digest(df: pd.DataFrame) -> str:
     """SHA-256 of ``df``'s column names, dtypes and values (row order included, index excluded)."""
     h = hashlib.sha256(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
-    if len(df):
-        h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    for _, col in df.items():
+        if col.dtype == object:  # strings, lists (read back as arrays), None: hashed as JSON
+            h.update(json.dumps([_plain(v) for v in col], default=str).encode())
+        elif len(col):
+            h.update(pd.util.hash_pandas_object(col, index=False).to_numpy().tobytes())
     return h.hexdigest()
+
+
+def _plain(v: Any) -> Any:
+    v = v.tolist() if hasattr(v, "tolist") else v
+    return None if isinstance(v, float) and v != v else v
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from interp.errors import StoreError
+from interp.generations import clean_temp_files
 
 try:
     import fcntl
@@ -40,8 +41,10 @@ def holder_pid(lock_path: Path) -> int | None:
 
 
 @contextmanager
-def write_lock(directory: str | os.PathLike, what: str = "training", wait: float = 0.0) -> Iterator[None]:
-    """Hold the writer's lock of ``directory`` (created if missing) for the ``with`` block.
+def write_lock(directory: str | os.PathLike, what: str = "training", wait: float = 0.0,
+               subdirs: tuple[str, ...] = ("weights", "state")) -> Iterator[None]:
+    """Hold the writer's lock of ``directory`` (created if missing) for the ``with`` block, after
+    deleting the temporary files an interrupted writer left in it and its ``subdirs``.
 
     With ``wait`` > 0, retry for that many seconds before giving up; then (or at once) raise
     :class:`StoreError` naming the holder's PID."""
@@ -69,6 +72,7 @@ def write_lock(directory: str | os.PathLike, what: str = "training", wait: float
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        clean_temp_files(directory, *(directory / d for d in subdirs))  # only a lock holder may
         try:
             yield
         finally:

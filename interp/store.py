@@ -42,6 +42,15 @@ from safetensors.torch import save as st_save
 
 from interp.config import TrainConfig
 from interp.errors import ConfigError, CorruptCheckpointError, StoreError
+from interp.generations import (
+    METRICS,
+    PREV_METRICS,
+    PREV_STATE,
+    STATE,
+    keep_previous,
+    load_state,
+    read_with_fallback,
+)
 from interp.integrity import canonical_safetensors, parquet_bytes, read_parquet_verified, seal_json, unseal_json
 from interp.metrics import METRIC_COLUMNS, final_values, grok_steps
 
@@ -332,46 +341,76 @@ class Run:
     # ---- metrics
     @property
     def metrics(self) -> pd.DataFrame:
-        path = self.path / "metrics.parquet"
+        """The logged metrics; a damaged file is read from its previous generation with a warning
+        (:mod:`interp.generations`)."""
+        path = self.path / METRICS
         if not path.exists():
             return pd.DataFrame(columns=METRIC_COLUMNS)
-        return read_parquet(path)  # the bytes are read once: a live run may replace the file meanwhile
+        # the bytes are read once: a live run may replace the file meanwhile
+        return read_with_fallback(path, self.path / PREV_METRICS, read_parquet)
 
     def write_metrics(self, df: pd.DataFrame) -> None:
-        atomic_write_parquet(self.path / "metrics.parquet", df)
+        keep_previous(self.path / METRICS, self.path / PREV_METRICS)
+        atomic_write_parquet(self.path / METRICS, df)
 
     # ---- resumable training state
     def save_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-        """Write state/: the tensors to a new file named by step and hash, then state.json
-        pointing at it, then delete the older state files. The file state.json names is never
-        rewritten (same name, same bytes), so a crash anywhere leaves state.json and its file
-        consistent: the old pair or the new one."""
+        """Write state/: the tensors to a new file named by step and hash, then (when the step
+        moved on) the current state.json becomes state.prev.json, then state.json points at the
+        new file, then state files neither names are deleted. A file a state JSON names is never
+        rewritten (same name, same bytes), so a crash anywhere leaves two consistent generations."""
         state_dir = self.path / "state"
         data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         sha = sha256_bytes(data)
         name = f"state_{int(info['step']):08d}_{sha[:12]}.safetensors"
         atomic_write_bytes(state_dir / name, data)
-        atomic_write_json(state_dir / "state.json", {**info, "file": name, "sha256": sha})
+        try:
+            current = read_json(state_dir / STATE)
+        except StoreError:  # missing or damaged: never made the previous generation
+            current = None
+        if isinstance(current, dict) and current.get("step") != info["step"]:
+            keep_previous(state_dir / STATE, state_dir / PREV_STATE)
+        atomic_write_json(state_dir / STATE, {**info, "file": name, "sha256": sha})
+        keep = {name}
+        try:
+            keep.add(read_json(state_dir / PREV_STATE).get("file"))
+        except (StoreError, AttributeError):
+            pass
         for old in state_dir.glob("state*.safetensors"):
-            if old.name != name:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
 
-    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        info = read_json(self.path / "state" / "state.json")
-        path = self.path / "state" / info.get("file", "state.safetensors")  # older runs: one fixed name
-        data = path.read_bytes() if path.exists() else b""
+    def _load_generation(self, json_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        info = read_json(json_path)
+        if not isinstance(info, dict) or not isinstance(info.get("step"), int):
+            raise StoreError(f"corrupt {json_path}: no step")
+        path = json_path.parent / str(info.get("file", "state.safetensors"))  # older runs: one fixed name
+        data = path.read_bytes() if path.is_file() else b""
         if sha256_bytes(data) != info.get("sha256"):
             raise CorruptCheckpointError(path, "training state does not match state.json")
-        return st_load(data), info
+        try:
+            return st_load(data), info
+        except (SafetensorError, ValueError) as e:
+            raise CorruptCheckpointError(path, str(e)) from None
+
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The newest verifiable training state the metrics can continue from, else the previous
+        generation with a warning (:func:`interp.generations.load_state`)."""
+        try:
+            m = self.metrics
+            end = int(m["step"].max()) if len(m) else None
+        except StoreError:
+            end = None
+        return load_state(self.path / "state", self._load_generation, end)
 
     @property
     def has_state(self) -> bool:
-        return (self.path / "state" / "state.json").exists()
+        return any((self.path / "state" / n).exists() for n in (STATE, PREV_STATE))
 
     @property
     def state_step(self) -> int | None:
         """The step the saved training state resumes from, or None when there is none."""
-        return int(read_json(self.path / "state" / "state.json")["step"]) if self.has_state else None
+        return int(self.load_state()[1]["step"]) if self.has_state else None
 
     # ---- summaries
     def summary(self) -> dict[str, Any]:

@@ -311,7 +311,7 @@ def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps:
     ``key_freqs`` fixes the frequencies of the progress measures (see :func:`run_params`)."""
     reuse_freed_memory()
     run, specs = _open(run), resolve(names)
-    with write_lock(run.path / "probes", what="probing"):  # one writer per probe cache (issue 16)
+    with write_lock(run.path / "probes", what="probing", subdirs=()):  # one writer per probe cache (issue 16)
         return _run_locked(run, specs, steps, params, progress, key_freqs)
 
 
