@@ -14,6 +14,7 @@ caller's: :func:`train` and :func:`resume` change none.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -160,6 +161,7 @@ def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -
                   "train_idx": task.train_idx.tolist()},
         "model": {"params": config.build_model().param_count()},
         "checkpoint_schedule": checkpoint_steps(config),
+        "threads": torch.get_num_threads(),  # bit-identical resume needs the same count (issue 16)
     })
 
 
@@ -175,6 +177,10 @@ def resume(path: str | Path, *, n_steps: int | None = None, hooks: Sequence[Trai
 
 def _resume(path: str | Path, n_steps: int | None, hooks: Sequence[TrainHook], progress: bool) -> Run:
     run = Run.open(path)  # re-read under the lock: another writer may have just finished
+    if run.meta.get("threads") not in (None, torch.get_num_threads()):
+        warnings.warn(f"{path} was trained with {run.meta['threads']} torch threads, this process uses "
+                      f"{torch.get_num_threads()}: the continuation is not bit-identical to an uninterrupted run "
+                      "(`grokscope train --resume` sets the recorded count)", stacklevel=3)
     cfg = run.train_config
     saved = run.state_step
     if saved is None and any(run.steps):  # step 0 alone is a function of the seeds: redone below
