@@ -201,8 +201,10 @@ class Run:
             raise StoreError(f"a run already exists at {path}; use --resume to continue it")
         (path / "weights").mkdir(parents=True, exist_ok=True)
         meta = {"format_version": FORMAT_VERSION, "versions": library_versions(), **meta}
-        atomic_write_json(path / "run.json", meta)
+        # manifest first: run.json marks a run, so a crash between the two leaves a directory that a
+        # fresh `train` into the same place simply takes over (issue 16)
         atomic_write_json(path / "manifest.json", {})
+        atomic_write_json(path / "run.json", meta)
         return cls(path=path, meta=meta)
 
     @staticmethod
@@ -255,6 +257,8 @@ class Run:
     @property
     def manifest(self) -> dict[int, dict]:
         path = self.path / "manifest.json"
+        if not path.exists() and not any((self.path / "weights").glob("*.safetensors")):
+            return {}  # created by an older version that died between run.json and manifest.json
         raw = read_json(path)
         try:
             out = {int(k): v for k, v in raw.items()}

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from interp.locking import write_lock
 from interp.perf import reuse_freed_memory
 from interp.store import Run, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, read_parquet
 from interp.tasks import Task
+from probes.cache_heal import verified_index
 from probes.registry import DEFAULT_PARAMS, REGISTRY, RUN_LEVEL_PARAMS, ProbeContext, ProbeSpec, available
 
 INDEX_FORMAT = 1
@@ -177,7 +179,9 @@ class ProbeCache:
 
     def __init__(self, root: Path):
         self.root = root
-        self.index: dict[str, dict] = read_index(root)
+        self.index, messages, self.damaged = verified_index(root, read_index(root))  # the cache heals
+        for msg in messages:
+            warnings.warn(msg, stacklevel=3)
         self.dropped: set[str] = set()  # probes whose old results are invalid (version/params changed)
         self.scalars: list[tuple[int, str, str, float]] = []
         self.done: dict[str, dict[int, str]] = {}  # probe -> step -> sha computed since the last flush
@@ -206,6 +210,7 @@ class ProbeCache:
                     arrays[name] = value
                 else:
                     self.scalars.append((step, probe, name, value))
+            self.index[probe].update(arrays=bool(arrays), scalars=len(arrays) < len(outputs))
             if arrays:
                 self._arrays_of(probe)[step] = arrays
 
@@ -213,7 +218,8 @@ class ProbeCache:
         """All array results of ``probe``: the cached file's (unless dropped), read once, plus new ones."""
         if probe not in self.arrays:
             path = self.root / _probe_file(probe)
-            self.arrays[probe] = {} if probe in self.dropped else _read_array_steps(path)
+            fresh = probe in self.dropped or probe in self.damaged
+            self.arrays[probe] = {} if fresh else _read_array_steps(path)
         return self.arrays[probe]
 
     @property
@@ -234,7 +240,8 @@ class ProbeCache:
         self.last_flush = time.monotonic()
 
     def _write_scalars(self) -> None:
-        old = read_scalars(self.root)
+        old = read_scalars(self.root) if "scalars" not in self.damaged else read_scalars(self.root / "-")
+        self.damaged.discard("scalars")
         replaced = {(p, s) for p, steps in self.done.items() for s in steps}
         if len(old):
             stale = old["probe"].isin(self.dropped) | pd.Series(
@@ -383,7 +390,7 @@ def status(run: Run | str | os.PathLike, names: Iterable[str] | None = None,
     run = _open(run)
     specs = resolve(names)
     params = run_params(run, params, key_freqs, specs)
-    index, manifest = read_index(run.path / "probes"), run.manifest
+    index, manifest = verified_index(run.path / "probes", read_index(run.path / "probes"))[0], run.manifest
     steps = sorted(manifest)
     probes: dict[str, dict[str, Any]] = {}
     for spec in specs:

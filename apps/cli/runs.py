@@ -29,10 +29,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for r in runs:  # one damaged run is reported and skipped, not the end of the listing
-        try:
-            rows.append(r.summary())
-        except StoreError as e:
-            print(f"warning: skipping {r.path}: {e}", file=sys.stderr)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. metrics read from the previous generation
+            warnings.simplefilter("always")
+            try:
+                rows.append(r.summary())
+            except StoreError as e:
+                print(f"warning: skipping {r.path}: {e}", file=sys.stderr)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
     if not rows:
         print(f"no readable runs under {root}")
         return 0

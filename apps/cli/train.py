@@ -35,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from interp import Run, preset, resume, train
 
     if args.resume:
+        n_steps = _resume_steps(args)
         recorded = Run.open(args.resume).meta.get("threads")
         if not args.threads and isinstance(recorded, int) and recorded > 0:
             torch.set_num_threads(recorded)  # the count the run was trained with: exact resume
-        result = resume(args.resume, n_steps=_resume_steps(args), progress=not args.quiet)
+        result = resume(args.resume, n_steps=n_steps, progress=not args.quiet)
     else:
         cfg = preset(args.preset or "nanda").with_overrides(args.set or [])
         result = train(cfg, args.out, root=args.root, name=args.name, progress=not args.quiet)
