@@ -6,6 +6,7 @@ warning by ``grokscope runs``."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -118,3 +119,19 @@ def test_runs_listing_skips_a_damaged_run_with_one_warning(tiny_run_path, tmp_pa
     out, err = capsys.readouterr()
     assert "good" in out and "bad" not in out.replace(str(root), "")
     assert len([line for line in err.splitlines() if "bad" in line]) == 1
+
+
+def test_dashboard_overview_skips_a_damaged_run(tiny_run_path, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "root"
+    for name in ("bad", "good"):
+        shutil.copytree(tiny_run_path, root / name)
+    (root / "bad" / "manifest.json").write_bytes((root / "bad" / "manifest.json").read_bytes()[:50])
+    monkeypatch.delenv("GROKSCOPE_RUNS", raising=False)
+    monkeypatch.setenv("GROKSCOPE_ROOT", str(root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "apps" / "dashboard.py"), default_timeout=90)
+    at.query_params.update({"run": "good"})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [w.value for w in at.warning if "bad" in w.value and "skipping" in w.value]
