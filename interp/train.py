@@ -20,17 +20,10 @@ from pathlib import Path
 
 import torch
 
-from interp.config import (  # noqa: F401  (re-exported: their home is interp.config)
-    PRESETS,
-    TrainConfig,
-    checkpoint_steps,
-    lr_at,
-    parse_field,
-    preset,
-)
+from interp.config import TrainConfig, checkpoint_steps, lr_at
 from interp.errors import ConfigError, StoreError
 from interp.grokfast import Grokfast
-from interp.hooks import Hook, TrainHook  # noqa: F401  (re-exported)
+from interp.hooks import TrainHook
 from interp.locking import write_lock
 from interp.loop import RunLoop, TrainState, minibatch
 from interp.losses import cross_entropy

@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from interp.config import TrainConfig
 from interp.errors import ConfigError, StoreError
-from interp.store import METRIC_COLUMNS, Run, sha256_bytes
-from interp.train import TrainConfig
+from interp.metrics import METRIC_COLUMNS
+from interp.store import Run, sha256_bytes
 
 FORMATS = ("tl", "nanda2023")
 DROPPED_BUFFERS = re.compile(r"blocks\.\d+\.attn\.(mask|IGNORE)$")

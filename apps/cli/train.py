@@ -14,7 +14,7 @@ from interp.store import DEFAULT_ROOT
 
 def _resume_steps(args: argparse.Namespace) -> int | None:
     """The new n_steps of ``--resume RUN_DIR --set n_steps=N`` (the only change a resume takes)."""
-    from interp.train import parse_field
+    from interp.config import parse_field
 
     extra = [f"--{k}" for k in ("preset", "out", "name") if getattr(args, k)]
     extra += ["--root"] if args.root != str(DEFAULT_ROOT) else []
