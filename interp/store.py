@@ -92,6 +92,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: fault injection for tests (issue 16): the process dies (os._exit) in the middle of its Nth
+#: atomic write, after the temporary file is written and before it replaces the target
+CRASH_ENV = "GROKSCOPE_CRASH_AT_WRITE"
+_writes = 0
+
+
+def _maybe_crash() -> None:
+    global _writes
+    if os.environ.get(CRASH_ENV):
+        _writes += 1
+        if _writes == int(os.environ[CRASH_ENV]):
+            os._exit(137)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
     fd, tmp = _temp_beside(path)
@@ -100,6 +114,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _maybe_crash()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
