@@ -1,6 +1,6 @@
 """grokscope dashboard: the Streamlit entrypoint (``grokscope app`` runs it).
 
-    streamlit run apps/dashboard.py -- [RUN_DIR ...] [--root checkpoints/]
+    streamlit run apps/dashboard.py --server.address 127.0.0.1 -- [RUN_DIR ...] [--root checkpoints/]
 
 Draws the shared sidebar (run, step, play) and routes to one page module per view.
 """
@@ -17,6 +17,9 @@ if str(ROOT) not in sys.path:  # `streamlit run apps/dashboard.py` puts apps/ on
 import streamlit as st  # noqa: E402
 
 from apps import state  # noqa: E402
+from interp.perf import reuse_freed_memory  # noqa: E402
+
+reuse_freed_memory()  # the dashboard is an entry point: it owns the process settings (interp.perf)
 
 HERE = Path(__file__).resolve().parent
 PAGES = [  # (file, title, icon, url path)

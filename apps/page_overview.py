@@ -8,6 +8,7 @@ import streamlit as st
 
 from apps import data, ui
 from apps.state import Ctx, context
+from interp.errors import StoreError
 from probes.phases import Phases
 
 
@@ -15,7 +16,11 @@ def runs_table(ctx: Ctx) -> pd.DataFrame:
     rows = []
     for path in ctx.runs:
         key = data.RunKey.of(path)
-        s = data.summary(path, key.meta, key.metrics, key.manifest)
+        try:
+            s = data.summary(path, key.meta, key.metrics, key.manifest)
+        except StoreError as e:  # one damaged run does not break the others' overview (issue 16)
+            st.warning(f"skipping {ctx.label(path)}: {e}")
+            continue
         rows.append({"run": ctx.label(path), "status": s["status"], "checkpoints": s["checkpoints"],
                      "last step": s["last_step"], "train acc": s["train_acc"], "test acc": s["test_acc"],
                      "memorized at": s["memorized_step"], "grokked at": s["grokked_step"]})

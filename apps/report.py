@@ -184,8 +184,22 @@ def _attention_summary_rows(d: dict[str, Any]) -> list[list[str]]:
 
 
 # ====================================================================== Markdown
+_MD_ACTIVE = str.maketrans({c: "\\" + c for c in "\\`*_[]|~"})
+
+
+def md_text(s: Any) -> str:
+    """``s`` as literal Markdown text: one line, HTML characters as entities, Markdown's markup
+    characters backslash-escaped (run names and other user strings go through here)."""
+    text = html.escape(" ".join(str(s).splitlines()), quote=False).translate(_MD_ACTIVE)
+    return "\\" + text if text[:1] in ("#", "+", "-", "!", ">", "=") else text
+
+
+def _md_cell(s: Any) -> str:
+    return html.escape(" ".join(str(s).splitlines()), quote=False).replace("|", "\\|")
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")
+    esc = _md_cell
     lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
     return "\n".join(lines)
@@ -194,9 +208,9 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def render_markdown(d: dict[str, Any]) -> str:
     """Compact Markdown: summary, then one table per section."""
     a, b = d["a"], d["b"]
-    parts = [f"# Checkpoint diff: {a['label']} {ARROW} {b['label']}", ""]
-    parts += [f"- {s}" for s in d["summary"]]
-    parts += [""] + [f"> **Note.** {n}\n" for n in d["notes"]]
+    parts = [f"# Checkpoint diff: {md_text(a['label'])} {ARROW} {md_text(b['label'])}", ""]
+    parts += [f"- {md_text(s)}" for s in d["summary"]]
+    parts += [""] + [f"> **Note.** {md_text(n)}\n" for n in d["notes"]]
     parts += ["## Behaviour", "", _md_table(["metric", "before", "after", "Δ"], _behaviour_rows(d)), ""]
     flips = _flip_rows(d)
     if flips:

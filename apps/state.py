@@ -72,16 +72,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[tuple[str, ...], str]:
 
 
 # ------------------------------------------------------------------ run picker
-def pick_run(ctx: Ctx) -> str:
+def pick_run(ctx: Ctx) -> str | None:
+    """The selected run directory. A ``?run=`` naming no run on offer selects nothing (None): the
+    caller says so, rather than silently showing another run."""
     ss = st.session_state
     labels = {p: ctx.label(p) for p in ctx.runs}
     if ss.get("run") not in ctx.runs:
         wanted = st.query_params.get("run")
         by_label = {v: k for k, v in labels.items()}
-        ss["run"] = by_label.get(wanted, wanted if wanted in ctx.runs else ctx.runs[0])
-    path = st.sidebar.selectbox("Run", ctx.runs, format_func=labels.get, key="run",
+        ss["run"] = by_label.get(wanted, wanted if wanted in ctx.runs else None if wanted else ctx.runs[0])
+    path = st.sidebar.selectbox("Run", ctx.runs, format_func=labels.get, key="run", placeholder="choose a run",
                                 help="run directories found under the root (or given on the command line)")
-    st.query_params["run"] = labels[path]
+    if path is not None:
+        st.query_params["run"] = labels[path]
     return path
 
 
@@ -177,6 +180,9 @@ def sidebar() -> Ctx | None:
                  f"then start the dashboard with `grokscope app`.")
         return None
     path = pick_run(ctx)
+    if path is None:
+        st.error(f"No run named {st.query_params.get('run')!r} here (the link's `?run=`); choose a run in the sidebar.")
+        return None
     ctx.key = data.RunKey.of(path)
     bad = bad_steps(path)
     ctx.steps = [s for s in data.steps(path, ctx.key.manifest) if s not in bad]

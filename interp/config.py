@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from interp.errors import ConfigError
+from interp.limits import check_limits
 from interp.model import ModelConfig, Transformer
 from interp.seqtasks import SequenceTask
 from interp.tasks import Task
@@ -94,6 +95,7 @@ class TrainConfig(_ArchFields):
     state_snapshots: int = 24  # issue 15: full training states kept at ~this many log-spaced checkpoints
 
     def __post_init__(self) -> None:
+        check_limits(self)  # issue 16: integer seeds torch takes, memory estimate, before any allocation
         self.task()
         self.model_config()
         checks = {

@@ -22,7 +22,6 @@ SHA-256; a corrupt or truncated file raises :class:`CorruptCheckpointError` nami
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import platform
@@ -42,7 +41,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from interp.config import TrainConfig
-from interp.errors import CorruptCheckpointError, StoreError
+from interp.errors import ConfigError, CorruptCheckpointError, StoreError
+from interp.generations import (
+    METRICS,
+    PREV_METRICS,
+    PREV_STATE,
+    STATE,
+    keep_previous,
+    load_state,
+    read_with_fallback,
+)
+from interp.integrity import canonical_safetensors, parquet_bytes, read_parquet_verified, seal_json, unseal_json
 from interp.metrics import METRIC_COLUMNS, final_values, grok_steps
 
 FORMAT_VERSION = 1
@@ -83,6 +92,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: fault injection for tests (issue 16): the process dies (os._exit) in the middle of its Nth
+#: atomic write, after the temporary file is written and before it replaces the target
+CRASH_ENV = "GROKSCOPE_CRASH_AT_WRITE"
+_writes = 0
+
+
+def _maybe_crash() -> None:
+    global _writes
+    if os.environ.get(CRASH_ENV):
+        _writes += 1
+        if _writes == int(os.environ[CRASH_ENV]):
+            os._exit(137)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
     fd, tmp = _temp_beside(path)
@@ -91,6 +114,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _maybe_crash()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -99,30 +123,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+    """Write ``obj`` as JSON with its checksum (:func:`interp.integrity.seal_json`)."""
+    atomic_write_bytes(path, (json.dumps(seal_json(obj), indent=1, sort_keys=True) + "\n").encode())
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    fd, tmp = _temp_beside(path)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Write ``df`` as parquet with its checksum in the schema metadata."""
+    atomic_write_bytes(path, parquet_bytes(df))
 
 
 def read_json(path: Path) -> Any:
+    """The JSON in ``path``, its checksum verified and removed; StoreError naming the file."""
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_bytes().decode())
     except FileNotFoundError:
         raise StoreError(f"missing {path}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"corrupt {path}: {e}") from None
+    return unseal_json(obj, path)
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """The frame in ``path``, its checksum verified; StoreError naming the file."""
+    return read_parquet_verified(path.read_bytes(), path)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -140,6 +163,16 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist.replace("-", "_")] = "not installed"
     return out
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is a plain directory name (no path separator, not ``.``/``..``, no NUL),
+    else ConfigError: names are names, so a run never lands outside its root."""
+    seps = {"/", "\\", os.sep, os.altsep or "/"}
+    if not name or name in (".", "..") or "\0" in name or any(sep in name for sep in seps):
+        raise ConfigError(f"name: {name!r} is not a run name (no path separators, '.' or '..'); "
+                          "use --out DIR to choose a directory")
+    return name
 
 
 def step_file(step: int) -> str:
@@ -161,12 +194,18 @@ class Run:
         if not path.is_dir():
             raise StoreError(f"no run directory at {path}")
         meta = read_json(path / "run.json")
+        if not isinstance(meta, dict):
+            raise StoreError(f"{path / 'run.json'}: not a run description (a JSON {type(meta).__name__})")
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
             raise StoreError(
                 f"{path / 'run.json'}: run format version {version!r} is not supported "
                 f"(this grokscope reads version {FORMAT_VERSION})"
             )
+        if not isinstance(meta.get("config"), dict):
+            raise StoreError(f"{path / 'run.json'}: not a run description (no config object)")
+        if not isinstance(meta.get("split", {}), dict):
+            raise StoreError(f"{path / 'run.json'}: split is not an object")
         return cls(path=path, meta=meta)
 
     @classmethod
@@ -177,8 +216,10 @@ class Run:
             raise StoreError(f"a run already exists at {path}; use --resume to continue it")
         (path / "weights").mkdir(parents=True, exist_ok=True)
         meta = {"format_version": FORMAT_VERSION, "versions": library_versions(), **meta}
-        atomic_write_json(path / "run.json", meta)
+        # manifest first: run.json marks a run, so a crash between the two leaves a directory that a
+        # fresh `train` into the same place simply takes over (issue 16)
         atomic_write_json(path / "manifest.json", {})
+        atomic_write_json(path / "run.json", meta)
         return cls(path=path, meta=meta)
 
     @staticmethod
@@ -213,7 +254,10 @@ class Run:
 
     @cached_property
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.config)
+        try:
+            return TrainConfig.from_dict(self.config)
+        except (TypeError, ValueError, OverflowError) as e:  # a hostile or damaged run.json
+            raise StoreError(f"{self.path / 'run.json'}: invalid config: {e}") from None
 
     @property
     def task(self):
@@ -230,7 +274,17 @@ class Run:
     # ---- checkpoints
     @property
     def manifest(self) -> dict[int, dict]:
-        return {int(k): v for k, v in read_json(self.path / "manifest.json").items()}
+        path = self.path / "manifest.json"
+        if not path.exists() and not any((self.path / "weights").glob("*.safetensors")):
+            return {}  # created by an older version that died between run.json and manifest.json
+        raw = read_json(path)
+        try:
+            out = {int(k): v for k, v in raw.items()}
+            if not all(isinstance(v, dict) and {"file", "sha256", "bytes"} <= set(v) for v in out.values()):
+                raise ValueError("an entry lacks file, sha256 or bytes")
+        except (AttributeError, TypeError, ValueError) as e:
+            raise StoreError(f"corrupt {path}: {e}") from None
+        return out
 
     @property
     def steps(self) -> list[int]:
@@ -249,7 +303,7 @@ class Run:
         """Write weights/step_XXXXXXXX.safetensors, then record it in the manifest."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         md = {k: str(v) for k, v in {"step": step, **metadata}.items()}
-        data = st_save(tensors, metadata=md)
+        data = canonical_safetensors(st_save(tensors, metadata=md))  # same training, same bytes
         rel = step_file(step)
         atomic_write_bytes(self.path / rel, data)
         manifest = read_json(self.path / "manifest.json")
@@ -309,40 +363,67 @@ class Run:
     # ---- metrics
     @property
     def metrics(self) -> pd.DataFrame:
-        path = self.path / "metrics.parquet"
+        """The logged metrics; a damaged file is read from its previous generation with a warning
+        (:mod:`interp.generations`)."""
+        path = self.path / METRICS
         if not path.exists():
             return pd.DataFrame(columns=METRIC_COLUMNS)
-        try:  # read the bytes once: a live run may replace the file between pyarrow's opens
-            return pd.read_parquet(io.BytesIO(path.read_bytes()))
-        except Exception as e:  # pyarrow raises several types for a damaged file
-            raise StoreError(f"corrupt {path}: {e}") from None
+        # the bytes are read once: a live run may replace the file meanwhile
+        return read_with_fallback(path, self.path / PREV_METRICS, read_parquet)
 
     def write_metrics(self, df: pd.DataFrame) -> None:
-        atomic_write_parquet(self.path / "metrics.parquet", df)
+        keep_previous(self.path / METRICS, self.path / PREV_METRICS)
+        atomic_write_parquet(self.path / METRICS, df)
 
     # ---- resumable training state
     def save_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-        """Write state/: the tensors to a new file named by step and hash, then state.json
-        pointing at it, then delete the older state files. The file state.json names is never
-        rewritten (same name, same bytes), so a crash anywhere leaves state.json and its file
-        consistent: the old pair or the new one."""
+        """Write state/: the tensors to a new file named by step and hash, then (when the step
+        moved on) the current state.json becomes state.prev.json, then state.json points at the
+        new file, then state files neither names are deleted. A file a state JSON names is never
+        rewritten (same name, same bytes), so a crash anywhere leaves two consistent generations."""
         state_dir = self.path / "state"
         data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         sha = sha256_bytes(data)
         name = f"state_{int(info['step']):08d}_{sha[:12]}.safetensors"
         atomic_write_bytes(state_dir / name, data)
-        atomic_write_json(state_dir / "state.json", {**info, "file": name, "sha256": sha})
+        try:
+            current = read_json(state_dir / STATE)
+        except StoreError:  # missing or damaged: never made the previous generation
+            current = None
+        if isinstance(current, dict) and current.get("step") != info["step"]:
+            keep_previous(state_dir / STATE, state_dir / PREV_STATE)
+        atomic_write_json(state_dir / STATE, {**info, "file": name, "sha256": sha})
+        keep = {name}
+        try:
+            keep.add(read_json(state_dir / PREV_STATE).get("file"))
+        except (StoreError, AttributeError):
+            pass
         for old in state_dir.glob("state*.safetensors"):
-            if old.name != name:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
 
-    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        info = read_json(self.path / "state" / "state.json")
-        path = self.path / "state" / info.get("file", "state.safetensors")  # older runs: one fixed name
-        data = path.read_bytes() if path.exists() else b""
+    def _load_generation(self, json_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        info = read_json(json_path)
+        if not isinstance(info, dict) or not isinstance(info.get("step"), int):
+            raise StoreError(f"corrupt {json_path}: no step")
+        path = json_path.parent / str(info.get("file", "state.safetensors"))  # older runs: one fixed name
+        data = path.read_bytes() if path.is_file() else b""
         if sha256_bytes(data) != info.get("sha256"):
             raise CorruptCheckpointError(path, "training state does not match state.json")
-        return st_load(data), info
+        try:
+            return st_load(data), info
+        except (SafetensorError, ValueError) as e:
+            raise CorruptCheckpointError(path, str(e)) from None
+
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The newest verifiable training state the metrics can continue from, else the previous
+        generation with a warning (:func:`interp.generations.load_state`)."""
+        try:
+            m = self.metrics
+            end = int(m["step"].max()) if len(m) else None
+        except StoreError:
+            end = None
+        return load_state(self.path / "state", self._load_generation, end)
 
     # ---- saved training states at a subset of checkpoints (issue 15: forks)
     def save_snapshot(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
@@ -371,12 +452,12 @@ class Run:
 
     @property
     def has_state(self) -> bool:
-        return (self.path / "state" / "state.json").exists()
+        return any((self.path / "state" / n).exists() for n in (STATE, PREV_STATE))
 
     @property
     def state_step(self) -> int | None:
         """The step the saved training state resumes from, or None when there is none."""
-        return int(read_json(self.path / "state" / "state.json")["step"]) if self.has_state else None
+        return int(self.load_state()[1]["step"]) if self.has_state else None
 
     # ---- summaries
     def summary(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ caller's: :func:`train` and :func:`resume` change none.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from interp.config import TrainConfig, checkpoint_steps, lr_at
 from interp.errors import ConfigError, StoreError
 from interp.grokfast import Grokfast
 from interp.hooks import TrainHook
+from interp.locking import write_lock
 from interp.loop import RunLoop, TrainState, minibatch
 from interp.losses import accuracy, cross_entropy, masked_cross_entropy
 from interp.optim import apply_gradient_options, build_optimizer
-from interp.store import DEFAULT_ROOT, Run
+from interp.store import DEFAULT_ROOT, Run, check_run_name
 
 
 @torch.no_grad()
@@ -148,9 +150,12 @@ def new_run_dir(root: str | Path, name: str | None, cfg: TrainConfig) -> Path:
 def train(config: TrainConfig, out: str | Path | None = None, *, root: str | Path = DEFAULT_ROOT,
           name: str | None = None, hooks: Sequence[TrainHook] = (), progress: bool = True) -> Run:
     """Train a new run into ``out`` (or a fresh directory under ``root``) and return it."""
+    if name is not None:
+        check_run_name(name)  # a name, never a path (issue 16)
     path = Path(out) if out is not None else new_run_dir(root, name, config)
-    run = create_run(config, path, name=name)
-    return Trainer(config, run, hooks=hooks, progress=progress).fit()
+    with write_lock(path):  # one writer per run (issue 16)
+        run = create_run(config, path, name=name)
+        return Trainer(config, run, hooks=hooks, progress=progress).fit()
 
 
 def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -> Run:
@@ -162,14 +167,26 @@ def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -
         "split": task.split_meta(),
         "model": {"params": config.build_model().param_count()},
         "checkpoint_schedule": checkpoint_steps(config),
+        "threads": torch.get_num_threads(),  # bit-identical resume needs the same count (issue 16)
     })
 
 
 def resume(path: str | Path, *, n_steps: int | None = None, hooks: Sequence[TrainHook] = (),
            progress: bool = True) -> Run:
     """Continue a run from its last saved state, optionally to another ``n_steps`` (not below
-    the saved step). A run that stopped before its step-0 state was saved starts over."""
-    run = Run.open(path)
+    the saved step). A run that stopped before its step-0 state was saved starts over.
+    Holds the run's writer lock (:mod:`interp.locking`) throughout."""
+    Run.open(path)  # a missing or unreadable run is reported before any lock file is made
+    with write_lock(path):
+        return _resume(path, n_steps, hooks, progress)
+
+
+def _resume(path: str | Path, n_steps: int | None, hooks: Sequence[TrainHook], progress: bool) -> Run:
+    run = Run.open(path)  # re-read under the lock: another writer may have just finished
+    if run.meta.get("threads") not in (None, torch.get_num_threads()):
+        warnings.warn(f"{path} was trained with {run.meta['threads']} torch threads, this process uses "
+                      f"{torch.get_num_threads()}: the continuation is not bit-identical to an uninterrupted run "
+                      "(`grokscope train --resume` sets the recorded count)", stacklevel=3)
     cfg = run.train_config
     saved = run.state_step
     if saved is None and any(run.steps):  # step 0 alone is a function of the seeds: redone below

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,11 @@ from safetensors.numpy import save as st_save
 from tqdm.auto import tqdm
 
 from interp.errors import ConfigError, StoreError
-from interp.perf import reuse_freed_memory
-from interp.store import Run, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json
+from interp.integrity import seal_safetensors, verify_safetensors
+from interp.locking import write_lock
+from interp.store import Run, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, read_parquet
 from interp.tasks import Task
+from probes.cache_heal import verified_index
 from probes.registry import DEFAULT_PARAMS, REGISTRY, RUN_LEVEL_PARAMS, ProbeContext, ProbeSpec, available
 
 INDEX_FORMAT = 1
@@ -117,7 +120,12 @@ def run_params(run: Run, params: dict[str, Any] | None, key_freqs: str | Iterabl
     elif isinstance(key_freqs, str):
         raise ConfigError(f"key_freqs: expected 'final', 'checkpoint' or a list of frequencies, got {key_freqs!r}")
     else:
-        merged["key_freqs"] = sorted(int(k) for k in key_freqs)
+        freqs, top = sorted(int(k) for k in key_freqs), run.train_config.p // 2
+        bad = [k for k in freqs if not 1 <= k <= top]
+        if bad or not freqs:  # 0 or a negative frequency would silently replace the cached measures
+            raise ConfigError(f"key_freqs: frequencies must be from 1 to p//2 = {top}, got "
+                              f"{bad[0] if bad else 'none'}")
+        merged["key_freqs"] = freqs
     return merged
 
 
@@ -151,7 +159,6 @@ def measure_context(ctx: ProbeContext, specs: list[ProbeSpec]) -> Results:
 def measure(model: Any, task: Task, names: Iterable[str] | None = None,
             params: dict[str, Any] | None = None) -> Results:
     """Probe a model held in memory (nothing is cached): ``{probe: {name: float | ndarray}}``."""
-    reuse_freed_memory()
     ctx = ProbeContext(model=model, task=task, params=merged_params(params))
     return measure_context(ctx, applicable(resolve(names), task))
 
@@ -175,7 +182,9 @@ class ProbeCache:
 
     def __init__(self, root: Path):
         self.root = root
-        self.index: dict[str, dict] = read_index(root)
+        self.index, messages, self.damaged = verified_index(root, read_index(root))  # the cache heals
+        for msg in messages:
+            warnings.warn(msg, stacklevel=3)
         self.dropped: set[str] = set()  # probes whose old results are invalid (version/params changed)
         self.scalars: list[tuple[int, str, str, float]] = []
         self.done: dict[str, dict[int, str]] = {}  # probe -> step -> sha computed since the last flush
@@ -204,6 +213,7 @@ class ProbeCache:
                     arrays[name] = value
                 else:
                     self.scalars.append((step, probe, name, value))
+            self.index[probe].update(arrays=bool(arrays), scalars=len(arrays) < len(outputs))
             if arrays:
                 self._arrays_of(probe)[step] = arrays
 
@@ -211,7 +221,8 @@ class ProbeCache:
         """All array results of ``probe``: the cached file's (unless dropped), read once, plus new ones."""
         if probe not in self.arrays:
             path = self.root / _probe_file(probe)
-            self.arrays[probe] = {} if probe in self.dropped else _read_array_steps(path)
+            fresh = probe in self.dropped or probe in self.damaged
+            self.arrays[probe] = {} if fresh else _read_array_steps(path)
         return self.arrays[probe]
 
     @property
@@ -232,7 +243,8 @@ class ProbeCache:
         self.last_flush = time.monotonic()
 
     def _write_scalars(self) -> None:
-        old = read_scalars(self.root)
+        old = read_scalars(self.root) if "scalars" not in self.damaged else read_scalars(self.root / "-")
+        self.damaged.discard("scalars")
         replaced = {(p, s) for p, steps in self.done.items() for s in steps}
         if len(old):
             stale = old["probe"].isin(self.dropped) | pd.Series(
@@ -260,7 +272,7 @@ class ProbeCache:
                 raise ValueError(f"probe {probe}: array {name!r} must have one shape at every step, got {shapes}")
             tensors[name] = np.ascontiguousarray(np.stack(rows))
         meta = {"probe": probe, "version": str(self.index[probe]["version"]), "params": self.index[probe]["params"]}
-        atomic_write_bytes(path, st_save(tensors, metadata=meta))
+        atomic_write_bytes(path, seal_safetensors(st_save(tensors, metadata=meta)))
 
 
 def read_index(root: Path) -> dict[str, dict]:
@@ -278,15 +290,14 @@ def read_scalars(root: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame({"step": pd.Series(dtype="int64"), "probe": pd.Series(dtype=object),
                              "name": pd.Series(dtype=object), "value": pd.Series(dtype="float64")})
-    try:
-        return pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for a damaged file
-        raise StoreError(f"corrupt {path}: {e}") from None
+    return read_parquet(path)  # checksum verified
 
 
 def _read_arrays(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    data = path.read_bytes()
+    verify_safetensors(data, path)
     try:
-        tensors = st_load(path.read_bytes())
+        tensors = st_load(data)
     except (SafetensorError, ValueError) as e:
         raise StoreError(f"corrupt {path}: {e}") from None
     steps = tensors.pop(STEPS_KEY)
@@ -308,9 +319,14 @@ def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps:
     skipping (probe, step) pairs already cached, and return the scalars of those probes and steps
     (long format: step, probe, name, value). Corrupt checkpoints are skipped with a warning.
     ``key_freqs`` fixes the frequencies of the progress measures (see :func:`run_params`)."""
-    reuse_freed_memory()
     run = _open(run)
     specs = applicable(resolve(names), run.task)
+    with write_lock(run.path / "probes", what="probing", subdirs=()):  # one writer per probe cache (issue 16)
+        return _run_locked(run, specs, steps, params, progress, key_freqs)
+
+
+def _run_locked(run: Run, specs: list[ProbeSpec], steps: Iterable[int] | None, params: dict[str, Any] | None,
+                progress: bool, key_freqs: str | Iterable[int]) -> pd.DataFrame:
     params = run_params(run, params, key_freqs, specs)
     manifest = run.manifest
     steps = sorted(manifest) if steps is None else _check_steps(run, steps, manifest)
@@ -378,7 +394,7 @@ def status(run: Run | str | os.PathLike, names: Iterable[str] | None = None,
     run = _open(run)
     specs = resolve(names)
     params = run_params(run, params, key_freqs, applicable(specs, run.task))
-    index, manifest = read_index(run.path / "probes"), run.manifest
+    index, manifest = verified_index(run.path / "probes", read_index(run.path / "probes"))[0], run.manifest
     steps = sorted(manifest)
     probes: dict[str, dict[str, Any]] = {}
     task = run.task

@@ -75,6 +75,7 @@ def test_runs_lists_the_readable_runs_and_names_the_damaged_ones(tmp_path, short
     for name in ("a", "b", "c"):
         train(short_config, tmp_path / name, progress=False)
     (tmp_path / "b" / "metrics.parquet").write_bytes(b"not parquet")
+    (tmp_path / "b" / "metrics.prev.parquet").write_bytes(b"not parquet")  # both generations: no fallback
     (tmp_path / "c" / "manifest.json").write_text("{")
     assert main(["runs", str(tmp_path)]) == 0
     out, err = capsys.readouterr()

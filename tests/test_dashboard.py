@@ -452,7 +452,7 @@ def test_cli_runs_streamlit_on_localhost(monkeypatch, tiny_run):
     app_cli.register(parser.add_subparsers())
     args = parser.parse_args(["app", str(tiny_run.path), "--port", "8600"])
     seen = {}
-    monkeypatch.setattr(app_cli.subprocess, "call", lambda cmd, env: seen.update(cmd=cmd, env=env) or 0)
+    monkeypatch.setattr(app_cli, "serve", lambda cmd, env: seen.update(cmd=cmd, env=env) or 0)
     assert args.func(args) == 0
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("apps/dashboard.py")

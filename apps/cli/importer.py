@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import argparse
 
+from apps.cli.common import UsageError
 from interp.tasks import OPERATIONS
 
 
 def run(args: argparse.Namespace) -> int:
     from probes.importers import import_checkpoints
 
-    result = import_checkpoints(args.file, args.format, args.out, op=args.op, p=args.p, frac_train=args.frac_train,
-                                data_seed=args.data_seed, act_fn=args.act_fn)
+    try:
+        result = import_checkpoints(args.file, args.format, args.out, op=args.op, p=args.p,
+                                    frac_train=args.frac_train, data_seed=args.data_seed, act_fn=args.act_fn)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        # a file of another layout than --format says: name the mismatch, no traceback
+        what = f"missing {e}" if isinstance(e, KeyError) else str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{args.file}: not a --format {args.format} checkpoint file ({what})") from None
     s = result.summary()
     print(f"{result.path}: imported {s['checkpoints']} checkpoint(s) (steps {result.steps[0]}..{result.steps[-1]}), "
           f"train acc {s['train_acc']:.3f}, test acc {s['test_acc']:.3f} on grokscope's split")

@@ -49,6 +49,8 @@ def apply_process_settings(threads: int = 0) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", 0) and args.threads < 0:
+            raise UsageError(f"--threads: must be >= 0 (0: torch's default), got {args.threads}")
         if getattr(args, "process_settings", False):
             apply_process_settings(getattr(args, "threads", 0))
         return int(args.func(args) or 0)

@@ -8,6 +8,8 @@ STEPS follow :mod:`probes.steps`: integers, ``first``, ``last``, ranges ``A..B``
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
 from apps.cli.common import UsageError
 
@@ -23,6 +25,17 @@ def parse_key_freqs(value: str) -> str | list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Measure (or report), printing each cache repair as one warning line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _run(args)
+        finally:
+            for msg in dict.fromkeys(str(w.message) for w in caught):
+                print(f"warning: {msg}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
     import probes
     from interp import Run
     from probes.steps import select_steps

@@ -29,11 +29,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"no runs under {root}; create one with `grokscope train --preset demo`")
         return 0
     rows = []
-    for r, label in lineage_order(runs, root):  # one damaged run is reported and skipped
-        try:
-            rows.append({**r.summary(), "label": label})
-        except StoreError as e:
-            print(f"warning: skipping {r.path}: {e}", file=sys.stderr)
+    for r, label in lineage_order(runs, root):  # one damaged run is reported and skipped, not the end
+        with warnings.catch_warnings(record=True) as caught:  # e.g. metrics read from the previous generation
+            warnings.simplefilter("always")
+            try:
+                rows.append({**r.summary(), "label": label})
+            except StoreError as e:
+                print(f"warning: skipping {r.path}: {e}", file=sys.stderr)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
     if not rows:
         print(f"no readable runs under {root}")
         return 0

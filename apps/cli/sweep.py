@@ -51,6 +51,28 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UsageError(f"{opt}: must be >= {lo}, got {value}")
 
 
+MAX_MEMBERS = 100_000  # a grid larger than this is a typo (seed=0..1e9), refused before it is expanded
+
+
+def check_grid_size(specs: list[str]) -> None:
+    """UsageError when the ``--grid`` specs would make more than MAX_MEMBERS runs, counted
+    without expanding any range."""
+    total = 1
+    for spec in specs:
+        _, _, text = str(spec).partition("=")
+        count = 0
+        for item in text.split(","):
+            lo, sep, hi = item.partition("..")
+            try:
+                count += int(float(hi)) - int(float(lo)) + 1 if sep else 1
+            except (ValueError, OverflowError):
+                count += 1  # not a number: parse_grid names the problem
+        total *= max(count, 1)
+        if total > MAX_MEMBERS:
+            raise UsageError(f"--grid: {total if total < 10**15 else 'over 10^15'} runs is more than "
+                             f"{MAX_MEMBERS:,}; narrow the ranges")
+
+
 def _run(args: argparse.Namespace) -> int:
     from interp import preset
     from interp.sweep import SUMMARY_FILE, SweepError, default_out, parse_grid, run
@@ -63,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         base = base.replace(n_steps=args.steps)
     if args.stop_after_grok is not None:
         base = base.replace(stop_after_grok=args.stop_after_grok)
+    check_grid_size(args.grid)
     grid = parse_grid(args.grid)
     out = Path(args.out) if args.out else default_out(name, grid)
     try:

@@ -30,10 +30,16 @@ def _resume_steps(args: argparse.Namespace) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp import preset, resume, train
+    import torch
+
+    from interp import Run, preset, resume, train
 
     if args.resume:
-        result = resume(args.resume, n_steps=_resume_steps(args), progress=not args.quiet)
+        n_steps = _resume_steps(args)
+        recorded = Run.open(args.resume).meta.get("threads")
+        if not args.threads and isinstance(recorded, int) and recorded > 0:
+            torch.set_num_threads(recorded)  # the count the run was trained with: exact resume
+        result = resume(args.resume, n_steps=n_steps, progress=not args.quiet)
     else:
         cfg = preset(args.preset or "nanda").with_overrides(args.set or [])
         result = train(cfg, args.out, root=args.root, name=args.name, progress=not args.quiet)
@@ -55,4 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="where new runs go (default checkpoints/)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last saved state")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's; with --resume, the count recorded in run.json, "
+                        "which keeps the continuation bit-identical)")
     p.set_defaults(func=run, process_settings=True)
