@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -291,7 +292,13 @@ def _key_frequencies(ctx: ProbeContext) -> Tensor:
         above_floor = norms.pow(2) >= ctx.params["key_freq_wl_min_ratio"] * norms.pow(2).mean()
         key[1:] |= by_norm & above_floor
     key[0] = False
+    key &= _logit_share(ctx) >= ctx.params.get("key_freq_min_logit_share", 0.0)  # evidence: the logits use k
     return torch.nonzero(key).squeeze(1)
+
+
+def _logit_share(ctx: ProbeContext) -> Tensor:
+    """[K+1] share of the centred logit variance on cos(w_k(a + b − c)) (:func:`logit_variance_shares`)."""
+    return ctx.memo("fourier.logit_share", lambda: logit_variance_shares(ctx.logits, ctx.p))
 
 
 def key_frequencies(ctx: ProbeContext) -> Tensor:
@@ -305,6 +312,11 @@ def key_frequencies(ctx: ProbeContext) -> Tensor:
           squared norm is ≥ ``key_freq_wl_min_ratio`` × the mean squared norm over k = 1..K. The second
           condition keeps (b) silent when the W_L spectrum is flat (e.g. at initialisation, where every
           frequency is within a few percent of the largest).
+    AND, whichever of (a) or (b) holds, (c) frequency k carries ≥ ``key_freq_min_logit_share`` of the centred
+    logit variance (:func:`logit_variance_shares`): the significance floor. At initialisation and in a model that
+    only memorised, the logit variance is spread over all p²(p−1) directions and no single cos(w_k(a+b−c)) holds
+    more than a fraction of a percent of it, while each key frequency of a grokked model holds several percent
+    (docs/probes.md, "Key frequencies"). Without (c), (a) and (b) fire on chance structure in memorising runs.
     Attention-only models have no neurons and no W_L: (b) is applied to W_U instead.
     """
     return ctx.memo("key_freqs", lambda: _key_frequencies(ctx))
@@ -346,6 +358,40 @@ def logit_fourier(logits: Tensor, p: int, key: Tensor | None = None) -> tuple[Te
     Returns (coef [K+1], fve(key), fve(1..K)); fve(key) is NaN when ``key`` is None.
     ⟨L̃, R_k⟩ = Σ_d N[d] cos(w_k d) with N[d] = Σ_{a+b−c≡d} L[a, b, c] (two scatter-adds, O(p³)).
     """
+    coef, explained, total = _logit_fit(logits, p)
+    if total <= 0:
+        return coef.float(), float("nan"), float("nan")
+    fve_all = float(explained[1:].sum() / total)
+    fve_key = float("nan") if key is None else float(explained[key].sum() / total)
+    return coef.float(), fve_key, fve_all
+
+
+def logit_variance_shares(logits: Tensor, p: int) -> Tensor:
+    """[K+1] float64: the share of the centred logit variance explained by each cos(w_k(a + b − c)) alone,
+    coef[k]² ⟨R_k, R_k⟩ / ‖L̃‖² (:func:`logit_fourier`); index 0 is 0, all zeros for constant logits."""
+    _, explained, total = _logit_fit(logits, p)
+    share = explained / total if total > 0 else torch.zeros_like(explained)
+    share[0] = 0.0
+    return share.cpu()
+
+
+def logit_shares(coef, fve_all: float, p: int):
+    """The same shares as :func:`logit_variance_shares`, recovered from the cached ``fourier.logits`` outputs:
+    share[k] = fve_all · coef[k]² w_k / Σ_j coef[j]² w_j with w_k = ⟨R_k, R_k⟩ / (p³/2) (2 for k = p/2, else 1).
+    Takes and returns NumPy arrays [K+1] (index 0: 0; NaN where fve_all is NaN)."""
+
+    c = np.nan_to_num(np.asarray(coef, dtype=np.float64))
+    w = np.ones_like(c)
+    if p % 2 == 0:
+        w[-1] = 2.0
+    e = c ** 2 * w
+    e[0] = 0.0
+    tot = e.sum()
+    return np.zeros_like(e) if tot <= 0 else fve_all * e / tot
+
+
+def _logit_fit(logits: Tensor, p: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(coef [K+1], explained [K+1] = coef² ⟨R_k, R_k⟩, ‖L̃‖²) of :func:`logit_fourier`, in float64."""
     if logits.shape != (p * p, p):
         raise ValueError(f"logits: expected shape [{p * p}, {p}], got {tuple(logits.shape)}")
     L = logits.detach().contiguous()
@@ -362,12 +408,7 @@ def logit_fourier(logits: Tensor, p: int, key: Tensor | None = None) -> tuple[Te
     coef[0] = float("nan")
     explained = coef.pow(2) * reg_sq  # [K+1]
     centred = (L - L.mean(1, keepdim=True)).reshape(-1).double()
-    total = centred @ centred  # ‖L̃‖²
-    if total <= 0:
-        return coef.float(), float("nan"), float("nan")
-    fve_all = float(explained[1:].sum() / total)
-    fve_key = float("nan") if key is None else float(explained[key].sum() / total)
-    return coef.float(), fve_key, fve_all
+    return coef, explained, centred @ centred  # ‖L̃‖²
 
 
 @probe("fourier.logits")
