@@ -10,8 +10,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from apps import ui
+from apps import figures, ui
 from apps.state import Ctx, context
+from interp.errors import StoreError
 from probes.phases import Phases
 
 KEYS = ["a", "b", "="]
@@ -70,7 +71,7 @@ def sink_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     s = ui.scalar(ctx, "attention.sinks/sink_rate")
     if s is None:
         return None
-    series = {"sink rate": s}
+    series = {"sink rate": s} if s.nunique() > 1 else {}  # constant (100% on 3-token inputs): drawn as nothing
     choice = ui.scalar(ctx, "attention.sinks/sink_rate_choice")
     if choice is not None:  # query 0 can only see key 0: the plain rate is 100% on 3 tokens
         series["sink rate, query 0 left out"] = choice
@@ -140,6 +141,10 @@ def render() -> None:
         if fig is not None:
             with (c1 if i % 2 == 0 else c2):
                 ui.chart(fig, key)
+    try:
+        ui.chart(figures.view(ctx.run, "attention_freq", ctx.step), "attention_freq")
+    except (LookupError, StoreError, ValueError) as e:
+        st.info(f"Per-head attention frequency: {e}")
 
 
 if __name__ == "__main__":

@@ -189,7 +189,27 @@ def sidebar() -> Ctx | None:
         return ctx
     ctx.step = step_selector(ctx.steps)
     play_controls(ctx.steps)
+    phase_buttons(ctx)
     return ctx
+
+
+def _go_to(steps: list[int], step: int) -> None:
+    st.session_state["step"] = nearest(steps, int(step))
+
+
+def phase_buttons(ctx: Ctx) -> None:
+    """One button per known phase boundary and the grokking step: jump to the nearest saved checkpoint."""
+    ph = data.phases(ctx.path, ctx.key.metrics, ctx.key.probes)
+    marks = [("memorised", ph.memorization_end), ("circuit starts", ph.circuit_start),
+             ("circuit done", ph.circuit_end), ("grokked", ph.grok_step), ("clean-up done", ph.cleanup_end)]
+    marks = [(label, s) for label, s in marks if s is not None]
+    if not marks:
+        return
+    st.sidebar.caption("Go to")
+    cols = st.sidebar.columns(2)
+    for i, (label, s) in enumerate(marks):
+        cols[i % 2].button(f"{label} · {s}", key=f"goto_{label}", on_click=_go_to, args=(ctx.steps, s),
+                           help=f"jump to the saved checkpoint nearest step {s}", width="stretch")
 
 
 def mark_corrupt(path: str, step: int, err: Exception) -> None:
