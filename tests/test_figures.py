@@ -85,3 +85,19 @@ def test_key_frequencies_need_evidence(probed):
     contour = [tr for tr in strength.data if tr.type == "contour"]
     assert contour and "floor" in contour[0].name
     assert np.isfinite(np.asarray(strength.data[0].z, dtype=float)).any()
+
+
+@pytest.mark.slow
+def test_example_notebook_runs(tmp_path, monkeypatch):
+    """docs/example.ipynb, executed cell by cell in one namespace (nbclient is not a dependency)."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "docs" / "example.ipynb").read_text())
+    monkeypatch.setenv("GROKSCOPE_EXAMPLE_OUT", str(tmp_path / "tiny"))
+    ns: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "example.ipynb", "exec"), ns)
+    assert sorted(p.name for p in (tmp_path / "tiny").glob("fourier_norms.*"))[:2] == ["fourier_norms.csv",
+                                                                                      "fourier_norms.html"]
