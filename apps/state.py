@@ -72,8 +72,29 @@ def parse_args(argv: list[str] | None = None) -> tuple[tuple[str, ...], str]:
 
 
 # ------------------------------------------------------------------ run picker
+def _run_dir(ctx: Ctx, wanted: str | None) -> str | None:
+    """``wanted`` (a path, or a path relative to the root) as one of ``ctx.runs``, adding it when it is a run
+    directory not listed (a sweep member opened while the command line named other runs); else None."""
+    if not wanted:
+        return None
+    for cand in (Path(wanted), Path(ctx.root) / wanted):
+        if (cand / "run.json").is_file():
+            match = next((r for r in ctx.runs if Path(r).resolve() == cand.resolve()), None)
+            if match is None:
+                match = str(cand)
+                ctx.runs.append(match)
+            return match
+    return None
+
+
 def pick_run(ctx: Ctx) -> str:
     ss = st.session_state
+    if ss.get("run") not in ctx.runs:
+        extra = _run_dir(ctx, ss.get("run"))
+        if extra is not None:
+            ss["run"] = extra
+    if ss.get("run") not in ctx.runs and st.query_params.get("run") not in (None, *ctx.runs):
+        _run_dir(ctx, st.query_params.get("run"))
     labels = {p: ctx.label(p) for p in ctx.runs}
     if ss.get("run") not in ctx.runs:
         wanted = st.query_params.get("run")
