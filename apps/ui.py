@@ -28,6 +28,8 @@ def chart(fig: go.Figure | None, key: str, missing: str = "", *, select_step: bo
         st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
     else:
         fig.update_layout(clickmode="event+select")
+        # plotly selects only marker points: lines get small markers so a click on a curve selects its point
+        fig.update_traces(mode="lines+markers", marker={"size": 3}, selector={"type": "scatter", "mode": "lines"})
         event = st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, on_select="rerun", selection_mode="points")
         follow_click(key, event)
 

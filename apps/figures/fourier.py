@@ -181,6 +181,7 @@ def key_freq_strength(run: Run, step: int | None = None) -> go.Figure:
         else np.full(len(steps_arr), np.nan)
     p = run.task.p
     share = np.stack([logit_shares(arr["coef"][i], fve_all[i], p) for i in range(len(steps_arr))])[:, 1:]
+    share = np.clip(share, 1e-5, None)  # colour from 10⁻⁵: below that is noise (the floor is 2·10⁻²)
     floor = DEFAULT_PARAMS.get("key_freq_min_logit_share", 0.02)
     k = list(range(1, share.shape[1] + 1))
     fig = plots.heatmap(share.T, steps_arr.tolist(), k, title="Share of logit variance per frequency "
