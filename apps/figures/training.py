@@ -136,7 +136,7 @@ def animate_norms(run: Run, which: str = "fourier.embed") -> go.Figure:
     steps_arr, arr = _need(source.arrays(run, which), which)
     y = arr["norms"][:, 1:].astype(np.float64)
     name = {"fourier.embed": "W_E", "fourier.logit_map": "W_L"}.get(which, which)
-    return _animated_bars(steps_arr, y, title=f"{name} norm per frequency over training (dark: key)",
+    return _animated_bars(steps_arr, y, title=f"{name} norms per frequency, step by step (dark: key)",
                           y_title="‖projection on {cos k, sin k}‖", keys_by_frame=_keys_by_step(run, steps_arr))
 
 
