@@ -181,13 +181,14 @@ def key_freq_strength(run: Run, step: int | None = None) -> go.Figure:
         else np.full(len(steps_arr), np.nan)
     p = run.task.p
     share = np.stack([logit_shares(arr["coef"][i], fve_all[i], p) for i in range(len(steps_arr))])[:, 1:]
-    share = np.clip(share, 1e-5, None)  # colour from 10⁻⁵: below that is noise (the floor is 2·10⁻²)
     floor = DEFAULT_PARAMS.get("key_freq_min_logit_share", 0.02)
     k = list(range(1, share.shape[1] + 1))
     fig = plots.heatmap(share.T, steps_arr.tolist(), k, title="Share of logit variance per frequency "
                         f"(contour: key floor {floor:g})", x_title="training step", y_title=FREQ_AXIS,
                         colorbar="share of logit variance", colorscale="Viridis", height=420,
                         log_color=True)
+    # colour from 10⁻⁵ (below is noise; the floor is 2·10⁻²); the hover keeps the value itself
+    fig.data[0].z = np.log10(np.clip(share.T, 1e-5, None)).astype(np.float32)
     fig.add_trace(go.Contour(z=np.log10(np.clip(share.T, 1e-12, None)), x=steps_arr.tolist(), y=k,
                              contours={"coloring": "none", "start": np.log10(floor), "end": np.log10(floor),
                                        "size": 1}, line={"color": "red", "width": 1.5}, showscale=False,
