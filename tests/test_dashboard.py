@@ -299,7 +299,7 @@ def test_attention_patterns_and_series(monkeypatch, probed_run):
     step = run.steps[30]
     at = goto(app(monkeypatch, run, query={"step": str(step)}), "attention")
     spec = chart(at, "Layer 0: attention from `=`")
-    assert len(spec["data"]) == 4 * 3
+    assert len(spec["data"]) in (4 * 2, 4 * 3)  # the `=` column only when some head attends there
     with torch.no_grad():
         _, cache = run.model_at(step).run_with_cache(run.task.inputs)
     pattern = cache["pattern", 0][:, :, -1, :]  # [p², H, 3]
