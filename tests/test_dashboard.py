@@ -368,15 +368,25 @@ def test_compare_overlays_runs(monkeypatch, probed_run, tiny_run, tmp_path):
     Run.open(other).write_metrics(m)
     at = goto(app(monkeypatch, probed_run, other), "compare")
     assert at.multiselect(key="compare_runs").value == [str(probed_run.path), str(other)]
+    assert at.multiselect(key="compare_series").value == ["metric:test_acc"]  # the default
+    ok(at.multiselect(key="compare_series").set_value(["metric:train_loss"]).run())
     spec = chart(at, "train loss (nats) across runs")
+    assert any(sh.get("name") == "grok tiny" for sh in spec["layout"]["shapes"])
     x0, y0 = trace(spec, "tiny")
     x1, y1 = trace(spec, "other")
     np.testing.assert_array_equal(x0, x1)
     np.testing.assert_allclose(y1, 2 * y0)
     np.testing.assert_allclose(y0, probed_run.metrics["train_loss"].to_numpy())
-    ok(at.selectbox(key="compare_series").set_value("probe:fourier.embed/gini").run())
+    ok(at.multiselect(key="compare_series").set_value(["probe:fourier.embed/gini"]).run())
     _, v = scalar(probed_run, "fourier.embed", "gini")
-    np.testing.assert_allclose(trace(chart(at, "fourier.embed/gini"), "tiny")[1], v)
+    np.testing.assert_allclose(trace(chart(at, "W_E Fourier sparsity (Gini)"), "tiny")[1], v)
+    ok(at.multiselect(key="compare_series").set_value(["metric:test_acc", "metric:train_acc"]).run())
+    ok(at.toggle(key="compare_align").set_value(True).run())
+    spec = chart(at, "test accuracy / train accuracy across runs")
+    g = data.phases(str(probed_run.path), data.RunKey.of(probed_run.path).metrics,
+                    data.RunKey.of(probed_run.path).probes).grok_step
+    x, _ = trace(spec, "tiny · test accuracy")
+    assert g is not None and x.min() < 0 <= x.max() and len(spec["data"]) == 4
 
 
 # ------------------------------------------------------------------ missing probes, live runs
