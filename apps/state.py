@@ -226,7 +226,7 @@ def phase_buttons(ctx: Ctx) -> None:
     marks = [(label, s) for label, s in marks if s is not None]
     if not marks:
         return
-    st.sidebar.caption("Go to")
+    st.sidebar.markdown("Go to")
     cols = st.sidebar.columns(2)
     for i, (label, s) in enumerate(marks):
         cols[i % 2].button(f"{label} · {s}", key=f"goto_{label}", on_click=_go_to, args=(ctx.steps, s),

@@ -136,7 +136,7 @@ def animate_norms(run: Run, which: str = "fourier.embed") -> go.Figure:
     steps_arr, arr = _need(source.arrays(run, which), which)
     y = arr["norms"][:, 1:].astype(np.float64)
     name = {"fourier.embed": "W_E", "fourier.logit_map": "W_L"}.get(which, which)
-    return _animated_bars(steps_arr, y, title=f"{name} norms per frequency, step by step (dark: key)",
+    return _animated_bars(steps_arr, y, title=f"Animated: {name} norm per frequency (dark: key)",
                           y_title="‖projection on {cos k, sin k}‖", keys_by_frame=_keys_by_step(run, steps_arr))
 
 
@@ -144,7 +144,7 @@ def animate_clusters(run: Run) -> go.Figure:
     """Neurons per frequency cluster (``fourier.neurons`` ``cluster_sizes``), animated over every probed step."""
     steps_arr, arr = _need(source.arrays(run, "fourier.neurons"), "fourier.neurons")
     return _animated_bars(steps_arr, np.nan_to_num(arr["cluster_sizes"][:, 1:]).astype(np.float64),
-                          title="Neurons per frequency cluster over training (dark: key)",
+                          title="Animated: neurons per frequency cluster (dark: key)",
                           y_title="neurons (FVE ≥ threshold)", keys_by_frame=_keys_by_step(run, steps_arr))
 
 
@@ -152,5 +152,5 @@ def animate_logit_coef(run: Run) -> go.Figure:
     """Logit coefficients α_k per frequency (``fourier.logits`` ``coef``), animated over every probed step."""
     steps_arr, arr = _need(source.arrays(run, "fourier.logits"), "fourier.logits")
     return _animated_bars(steps_arr, np.nan_to_num(arr["coef"][:, 1:]).astype(np.float64),
-                          title="Logit coefficient per frequency over training (dark: key)",
+                          title="Animated: logit coefficient per frequency (dark: key)",
                           y_title="α_k (logit units)", keys_by_frame=_keys_by_step(run, steps_arr))
