@@ -58,7 +58,7 @@ def _sweeps_page():
 
 
 def main() -> None:
-    st.set_page_config(page_title="grokscope", page_icon=":material/insights:", layout="wide")
+    st.set_page_config(page_title="grokscope", page_icon=str(HERE / "icon.png"), layout="wide")  # local: offline
     nav = st.navigation(pages())
     st.sidebar.markdown("**grokscope**")
     ctx = state.sidebar()

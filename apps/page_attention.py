@@ -11,8 +11,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from apps import attention_seq, ui
+from apps import attention_seq, figures, ui
 from apps.state import Ctx, context
+from interp.errors import StoreError
 from probes.phases import Phases
 
 KEYS = ["a", "b", "="]
@@ -30,24 +31,26 @@ SPARSITY = {  # name -> (label, unit)
 def pattern_figure(pattern: np.ndarray, layer: int, step: int) -> go.Figure:
     """[H, 3, p, p] attention from ``=`` to each key over the inputs (a rows, b columns)."""
     n_heads, _, p, _ = pattern.shape
-    titles = [f"head {h} → {k}" for h in range(n_heads) for k in KEYS]
-    fig = make_subplots(rows=n_heads, cols=3, subplot_titles=titles, horizontal_spacing=0.04,
+    # the `=` column is left out when no head ever puts ≥ 1% there (then "→ b" = 1 − "→ a")
+    shown = [0, 1] + ([2] if float(np.nanmax(pattern[:, 2])) >= 0.01 else [])
+    titles = [f"head {h} → {KEYS[k]}" for h in range(n_heads) for k in shown]
+    fig = make_subplots(rows=n_heads, cols=len(shown), subplot_titles=titles, horizontal_spacing=0.04,
                         vertical_spacing=0.22 / max(n_heads, 1), shared_xaxes=True, shared_yaxes=True)
     axis = list(range(p))
     for h in range(n_heads):
-        for k in range(3):
+        for col, k in enumerate(shown):
             fig.add_trace(go.Heatmap(z=pattern[h, k].astype(np.float32), x=axis, y=axis, zmin=0, zmax=1,
                                      coloraxis="coloraxis", name=f"head {h} → {KEYS[k]}",
                                      hovertemplate="a=%{y}, b=%{x}<br>attention=%{z:.3f}<extra></extra>"),
-                          row=h + 1, col=k + 1)
+                          row=h + 1, col=col + 1)
     fig.update_layout(title=f"Layer {layer}: attention from `=` to a, b, = over all inputs (step {step})",
                       height=260 * n_heads + 80, margin={"l": 60, "r": 20, "t": 80, "b": 50},
                       coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1,
                                  "colorbar": {"title": {"text": "attention weight"}}})
     for h in range(n_heads):
         fig.update_yaxes(title_text="a", row=h + 1, col=1, autorange="reversed")
-    for k in range(3):
-        fig.update_xaxes(title_text="b", row=n_heads, col=k + 1)
+    for col in range(len(shown)):
+        fig.update_xaxes(title_text="b", row=n_heads, col=col + 1)
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -71,7 +74,7 @@ def sink_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     s = ui.scalar(ctx, "attention.sinks/sink_rate")
     if s is None:
         return None
-    series = {"sink rate": s}
+    series = {"sink rate": s} if s.nunique() > 1 else {}  # constant (100% on 3-token inputs): drawn as nothing
     choice = ui.scalar(ctx, "attention.sinks/sink_rate_choice")
     if choice is not None:  # query 0 can only see key 0: the plain rate is 100% on 3 tokens
         series["sink rate, query 0 left out"] = choice
@@ -144,6 +147,10 @@ def render() -> None:
         if fig is not None:
             with (c1 if i % 2 == 0 else c2):
                 ui.chart(fig, key)
+    try:
+        ui.chart(figures.view(ctx.run, "attention_freq", ctx.step), "attention_freq")
+    except (LookupError, StoreError, ValueError) as e:
+        st.info(f"Per-head attention frequency: {e}")
 
 
 if __name__ == "__main__":

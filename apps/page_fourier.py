@@ -9,8 +9,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from apps import data, plots, ui
+from apps import data, figures, plots, ui
 from apps.state import Ctx, context
+from interp.errors import StoreError
 from probes.phases import Phases
 from probes.registry import DEFAULT_PARAMS
 
@@ -34,20 +35,7 @@ def embed_heatmap(ctx: Ctx) -> go.Figure | None:
     fig = plots.heatmap(norms.T, steps_arr.tolist(), list(range(1, norms.shape[1] + 1)),
                         title="W_E norm per frequency", x_title="training step", y_title=FREQ_AXIS,
                         colorbar="‖W_E proj‖", log_color=plots.spans_decades(norms, 1.5), height=420)
-    return plots.mark_step(fig, ctx.step)
-
-
-def key_freq_timeline(ctx: Ctx) -> go.Figure | None:
-    got = ui.arrays(ctx, "fourier.key_freqs")
-    if got is None:
-        return None
-    steps_arr, arr = got
-    is_key = arr["is_key"][:, 1:]
-    fig = plots.heatmap(is_key.T, steps_arr.tolist(), list(range(1, is_key.shape[1] + 1)),
-                        title="Key frequencies over training", x_title="training step", y_title=FREQ_AXIS,
-                        colorbar="key (1) / not (0)", colorscale=[[0, "#f4f4f4"], [1, "#1f4e9c"]], height=420,
-                        zmin=0, zmax=1, showscale=False)
-    return plots.mark_step(fig, ctx.step)
+    return plots.decorate(fig, ui.phases(ctx), ctx.step, annotate=False, layer="above")
 
 
 def gini_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
@@ -126,6 +114,7 @@ def neuron_figures(acts: np.ndarray, p: int, n: int, step: int) -> tuple[go.Figu
     acts_fig = plots.heatmap(acts, list(range(p)), list(range(p)), title=f"Neuron {n} activation (step {step})",
                              x_title="b (second operand)", y_title="a (first operand)", colorbar="activation",
                              height=460)
+    acts_fig.update_yaxes(autorange="reversed")  # a = 0 at the top, as on every (a, b) heatmap
     labels = basis_labels(p)
     spec_fig = plots.heatmap(spec, labels, labels, title=f"Neuron {n}: 2D Fourier spectrum of the centred activation",
                              x_title="basis function of b", y_title="basis function of a", colorbar="coef²",
@@ -160,8 +149,21 @@ def clock_pizza(ctx: Ctx, phases: Phases) -> go.Figure | None:
                                   ("distance irrelevance", "fourier.clock_pizza/distance_irrelevance")])
     if not series:
         return None
-    return ui.time_plot(ctx, "Clock vs Pizza (Zhong et al. 2023)", "measure (0..1)", series, log_y=False,
-                        phases=phases).update_yaxes(range=[0, 1.02])
+    fig = ui.time_plot(ctx, "Clock vs Pizza (Zhong et al. 2023)", "measure (nominally 0..1)", series, log_y=False,
+                       phases=phases)
+    lo = min(0.0, *(float(s.min()) for s in series.values()))  # gradient symmetricity can go negative
+    hi = max(1.0, *(float(s.max()) for s in series.values()))
+    return fig.update_yaxes(range=[lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)])
+
+
+def _figure(ctx: Ctx, name: str, key: str) -> None:
+    """One view of the figure library (apps.figures) at the selected step, or why it is missing."""
+    try:
+        fig = figures.view(ctx.run, name, ctx.step)
+    except (LookupError, StoreError, ValueError) as e:
+        st.info(f"{figures.VIEWS[name].title}: {e}")
+        return
+    ui.chart(fig, key)
 
 
 def render() -> None:
@@ -172,17 +174,24 @@ def render() -> None:
     if not ui.need_probes(ctx, ["fourier.embed", "fourier.neurons"], "The Fourier page"):
         return
     phases = ui.phases(ctx)
+    _figure(ctx, "fourier_norms", "fourier_norms")
     c1, c2 = st.columns(2)
-    for col, fig, key in [(c1, embed_heatmap(ctx), "fourier_embed_heatmap"),
-                          (c2, key_freq_timeline(ctx), "fourier_key_freqs")]:
-        with col:
-            ui.chart(fig, key)
+    with c1:
+        ui.chart(embed_heatmap(ctx), "fourier_embed_heatmap")
+    with c2:
+        _figure(ctx, "key_freq_strength", "fourier_key_freqs")
     c3, c4 = st.columns(2)
     with c3:
         ui.chart(gini_plot(ctx, phases), "fourier_gini", "No Gini results yet.")
     with c4:
         ui.chart(clock_pizza(ctx, phases), "fourier_clock_pizza",
                  "No `fourier.clock_pizza` results: compute the probes to see Clock vs Pizza.")
+    with st.expander("Watch it form: animations over every probed step (played in the browser)", expanded=False):
+        tabs = st.tabs(["W_E norms", "W_L norms", "cluster sizes", "logit coefficients"])
+        for tab, name in zip(tabs, ["animate_embed_norms", "animate_logit_map_norms", "animate_clusters",
+                                    "animate_logit_coef"]):
+            with tab:
+                _figure(ctx, name, f"fourier_{name}")
     st.subheader(f"Neuron clusters at step {ctx.step}")
     got = clusters(ctx)
     stats = None
@@ -193,9 +202,19 @@ def render() -> None:
             ui.chart(bar_fig, "fourier_clusters")
         with c6:
             ui.chart(hist, "fourier_fve_hist")
+    _figure(ctx, "fve_heatmap", "fourier_fve_heatmap")
+    with st.expander("Top neurons of each key frequency over (a, b)", expanded=False):
+        _figure(ctx, "top_neurons", "fourier_top_neurons")
     neuron_section(ctx, stats)
+    st.subheader("Embedding")
+    _figure(ctx, "embedding_circle", "fourier_embedding_circle")
     st.subheader("Logits")
     logits_section(ctx, phases)
+    c7, c8 = st.columns(2)
+    with c7:
+        _figure(ctx, "logit_coefficients", "fourier_logit_coef_time")
+    with c8:
+        _figure(ctx, "logit_fourier_2d", "fourier_logit_2d")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from apps import data, plots, ui
+from apps import data, figures, plots, ui
 from apps.state import Ctx, context
+from interp.errors import StoreError
 from probes.phases import Phases
 
 CONVENTIONS = {
@@ -67,8 +68,15 @@ def li2_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
                                   ("energy share of key neurons", "li2/energy_key_share")])
     if not series:
         return None
-    return ui.time_plot(ctx, "Li² signals (Tian 2025)", "value (gradient norm; share 0..1)", series, log_y=None,
-                        phases=phases)
+    norm = {k: v for k, v in series.items() if k.startswith("‖")}
+    fig = ui.time_plot(ctx, "Li² signals (Tian 2025)", "‖∂L/∂F‖ (gradient norm)", norm, log_y=None, phases=phases)
+    share = series.get("energy share of key neurons")
+    if share is not None:  # a 0..1 share on its own linear axis, not on the norm's log axis
+        fig.add_trace(go.Scatter(x=share.index.to_numpy(), y=share.to_numpy(dtype=float), yaxis="y2", mode="lines",
+                                 name="energy share of key neurons", line={"color": plots.PALETTE[1]}))
+        fig.update_layout(yaxis2={"title": {"text": "energy share of key neurons (0..1)"}, "overlaying": "y",
+                                  "side": "right", "range": [0, 1.02]})
+    return fig
 
 
 def transition_caption(phases: Phases) -> str:
@@ -110,6 +118,10 @@ def render() -> None:
         fig = li2_plot(ctx, phases)
         if fig is not None:
             ui.chart(fig, "progress_li2")
+    try:
+        ui.chart(figures.view(ctx.run, "excluded_loss", ctx.step), "progress_excluded_loss_time")
+    except (LookupError, StoreError, ValueError) as e:
+        st.info(f"Excluded loss per key frequency over training: {e}")
 
 
 if __name__ == "__main__":

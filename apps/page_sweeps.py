@@ -21,7 +21,7 @@ from interp.sweep import OUTCOMES, SUMMARY_FILE, Sweep, find_sweeps, format_valu
 from probes.sweep_summary import summarize
 
 PLOTLY_CONFIG = {"displaylogo": False}
-RUN_PAGE = "overview"  # url path of the dashboard page a run link opens
+RUN_PAGE = "./"  # the default page (Overview) is served at the app's root, not at /overview (issue 14)
 
 
 def _root() -> str:

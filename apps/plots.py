@@ -16,7 +16,7 @@ STEP_LINE = {"color": "black", "width": 1.5, "dash": "dot"}
 HEIGHT = 340
 #: line colours (Plotly's qualitative palette), assigned in trace order so series stay distinguishable
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf"]
+           "#17becf", "#000000", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5"]  # 16 distinct (issue 14)
 
 
 def time_figure(title: str, y_title: str, *, log_y: bool = False, height: int = HEIGHT) -> go.Figure:
@@ -50,16 +50,18 @@ def mark_step(fig: go.Figure, step: int | None) -> go.Figure:
     return decorate(fig, None, step)
 
 
-def decorate(fig: go.Figure, phases: Phases | None, step: int | None, *, annotate: bool = True) -> go.Figure:
+def decorate(fig: go.Figure, phases: Phases | None, step: int | None, *, annotate: bool = True,
+             layer: str = "below") -> go.Figure:
     """Shade the known phases (labels alternate top / bottom so neighbours never overlap), draw the
     grokking step as a dashed green line and the selected step as a dotted black one. Everything
-    goes in as plain dicts in one layout update: ``add_vrect`` / ``add_vline`` cost ~5 ms each, and a
+    goes in as plain dicts in one layout update (``layer="above"`` for heatmaps, which hide what is
+    below): ``add_vrect`` / ``add_vline`` cost ~5 ms each, and a
     page draws dozens."""
     shapes, labels = [], []
     if phases is not None:
         for i, (label, lo, hi) in enumerate(phases.spans()):
             shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": lo, "x1": hi, "y0": 0, "y1": 1,
-                           "fillcolor": PHASE_COLORS[label], "line": {"width": 0}, "layer": "below", "name": label})
+                           "fillcolor": PHASE_COLORS[label], "line": {"width": 0}, "layer": layer, "name": label})
             labels.append(_label(lo, label, top=i % 2 == 0))
         if phases.grok_step is not None:
             shapes.append(_vline(phases.grok_step, "grokking step", {"color": "green", "width": 1.5, "dash": "dash"}))

@@ -393,11 +393,23 @@ def _figure_html(fig: dict[str, Any], first: bool, div_id: str) -> str:
                        config={"displaylogo": False, "responsive": True})
 
 
+def _library_figures(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """``apps.figures``' W_E/W_L norms and key-frequency strength at the 'after' step (when the run is at hand)."""
+    from apps import figures
+
+    try:
+        return [figures.view(d["b"]["run"], name, int(d["b"]["step"])).to_plotly_json()
+                for name in ("fourier_norms", "key_freq_strength")]
+    except Exception:  # a report read back without its run, or a run without probe results: tables only
+        return []
+
+
 def render_html(d: dict[str, Any]) -> str:
     """One self-contained HTML page: summary, notes, then each section's tables and figures."""
     e = html.escape
     a, b = d["a"], d["b"]
     figs = _figures(d)
+    figs["fourier"] = [*figs.get("fourier", []), *_library_figures(d)]
     n = [0]
 
     def figures(section: str) -> str:

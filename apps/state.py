@@ -72,10 +72,33 @@ def parse_args(argv: list[str] | None = None) -> tuple[tuple[str, ...], str]:
 
 
 # ------------------------------------------------------------------ run picker
+def _run_dir(ctx: Ctx, wanted: str | None) -> str | None:
+    """``wanted`` (a path, or a path relative to the root) as one of ``ctx.runs``, adding it when it is a run
+    directory under the root that was not listed (a sweep member opened while the command line named other
+    runs); else None. A URL never reaches a directory outside the runs root."""
+    if not wanted:
+        return None
+    root = Path(ctx.root).resolve()
+    for cand in (Path(wanted), Path(ctx.root) / wanted):
+        match = next((r for r in ctx.runs if Path(r).resolve() == cand.resolve()), None)
+        if match is not None:
+            return match
+        if cand.resolve().is_relative_to(root) and (cand / "run.json").is_file():
+            ctx.runs.append(str(cand))
+            return str(cand)
+    return None
+
+
 def pick_run(ctx: Ctx) -> str | None:
-    """The selected run directory. A ``?run=`` naming no run on offer selects nothing (None): the
-    caller says so, rather than silently showing another run."""
+    """The selected run directory. A ``?run=`` naming no run on offer (listed, or a run directory under
+    the root) selects nothing (None): the caller says so, rather than silently showing another run."""
     ss = st.session_state
+    if ss.get("run") not in ctx.runs:
+        extra = _run_dir(ctx, ss.get("run"))
+        if extra is not None:
+            ss["run"] = extra
+    if ss.get("run") not in ctx.runs and st.query_params.get("run") not in (None, *ctx.runs):
+        _run_dir(ctx, st.query_params.get("run"))
     labels = {p: ctx.label(p) for p in ctx.runs}
     if ss.get("run") not in ctx.runs:
         wanted = st.query_params.get("run")
@@ -195,7 +218,27 @@ def sidebar() -> Ctx | None:
         return ctx
     ctx.step = step_selector(ctx.steps)
     play_controls(ctx.steps)
+    phase_buttons(ctx)
     return ctx
+
+
+def _go_to(steps: list[int], step: int) -> None:
+    st.session_state["step"] = nearest(steps, int(step))
+
+
+def phase_buttons(ctx: Ctx) -> None:
+    """One button per known phase boundary and the grokking step: jump to the nearest saved checkpoint."""
+    ph = data.phases(ctx.path, ctx.key.metrics, ctx.key.probes)
+    marks = [("memorised", ph.memorization_end), ("circuit starts", ph.circuit_start),
+             ("circuit done", ph.circuit_end), ("grokked", ph.grok_step), ("clean-up done", ph.cleanup_end)]
+    marks = [(label, s) for label, s in marks if s is not None]
+    if not marks:
+        return
+    st.sidebar.markdown("Go to")
+    cols = st.sidebar.columns(2)
+    for i, (label, s) in enumerate(marks):
+        cols[i % 2].button(f"{label} · {s}", key=f"goto_{label}", on_click=_go_to, args=(ctx.steps, s),
+                           help=f"jump to the saved checkpoint nearest step {s}", width="stretch")
 
 
 def mark_corrupt(path: str, step: int, err: Exception) -> None:

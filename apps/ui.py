@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from apps import data, plots
+from apps import data, plots, state
 from apps.state import Ctx, mark_corrupt
 from interp.errors import CorruptCheckpointError, StoreError
 from probes.phases import Phases
@@ -17,12 +17,37 @@ from probes.phases import Phases
 PLOTLY_CONFIG = {"displaylogo": False}
 
 
-def chart(fig: go.Figure | None, key: str, missing: str = "") -> None:
-    """Show ``fig``; where it is None (no results for it yet), say so with ``missing``."""
+def chart(fig: go.Figure | None, key: str, missing: str = "", *, select_step: bool | None = None) -> None:
+    """Show ``fig``; where it is None (no results for it yet), say so with ``missing``. With ``select_step``
+    (default: when the x axis is the training step), clicking a point selects the nearest saved checkpoint."""
+    if select_step is None and fig is not None:
+        select_step = fig.layout.xaxis.title.text == "training step" and not fig.frames
     if fig is None:
         st.info(missing or f"No results for `{key}` yet.")
-    else:
+    elif not select_step:
         st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+    else:
+        fig.update_layout(clickmode="event+select")
+        # plotly selects only marker points: lines get small markers so a click on a curve selects its point
+        fig.update_traces(mode="lines+markers", marker={"size": 3}, selector={"type": "scatter", "mode": "lines"})
+        event = st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, on_select="rerun", selection_mode="points")
+        follow_click(key, event)
+
+
+def follow_click(key: str, event) -> None:
+    """Move the shared step to the checkpoint nearest the clicked x (once per new selection)."""
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", []) or []
+    xs = tuple(p.get("x") for p in points if isinstance(p.get("x"), (int, float)))
+    seen = st.session_state.setdefault("_chart_clicks", {})
+    if not xs or seen.get(key) == xs:
+        return
+    seen[key] = xs
+    steps = state.context().steps
+    target = state.nearest(steps, round(float(xs[0])))
+    if target != st.session_state.get("step"):
+        st.session_state["_pending_step"] = target
+        st.rerun()
 
 
 def header(title: str, ctx: Ctx, caption: str) -> None:

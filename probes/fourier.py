@@ -22,9 +22,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from probes.clock_pizza import clock_pizza_probe, clock_pizza_triples, distance_irrelevance, gradient_symmetricity  # noqa: F401  (re-exported: the probe lives in its own module)
 from probes.registry import ProbeContext, probe
 
 # ============================================================================ basis
@@ -291,7 +293,13 @@ def _key_frequencies(ctx: ProbeContext) -> Tensor:
         above_floor = norms.pow(2) >= ctx.params["key_freq_wl_min_ratio"] * norms.pow(2).mean()
         key[1:] |= by_norm & above_floor
     key[0] = False
+    key &= _logit_share(ctx) >= ctx.params.get("key_freq_min_logit_share", 0.0)  # evidence: the logits use k
     return torch.nonzero(key).squeeze(1)
+
+
+def _logit_share(ctx: ProbeContext) -> Tensor:
+    """[K+1] share of the centred logit variance on cos(w_k(a + b − c)) (:func:`logit_variance_shares`)."""
+    return ctx.memo("fourier.logit_share", lambda: logit_variance_shares(ctx.logits, ctx.p))
 
 
 def key_frequencies(ctx: ProbeContext) -> Tensor:
@@ -305,6 +313,11 @@ def key_frequencies(ctx: ProbeContext) -> Tensor:
           squared norm is ≥ ``key_freq_wl_min_ratio`` × the mean squared norm over k = 1..K. The second
           condition keeps (b) silent when the W_L spectrum is flat (e.g. at initialisation, where every
           frequency is within a few percent of the largest).
+    AND, whichever of (a) or (b) holds, (c) frequency k carries ≥ ``key_freq_min_logit_share`` of the centred
+    logit variance (:func:`logit_variance_shares`): the significance floor. At initialisation and in a model that
+    only memorised, the logit variance is spread over all p²(p−1) directions and no single cos(w_k(a+b−c)) holds
+    more than a fraction of a percent of it, while each key frequency of a grokked model holds several percent
+    (docs/probes.md, "Key frequencies"). Without (c), (a) and (b) fire on chance structure in memorising runs.
     Attention-only models have no neurons and no W_L: (b) is applied to W_U instead.
     """
     return ctx.memo("key_freqs", lambda: _key_frequencies(ctx))
@@ -346,6 +359,40 @@ def logit_fourier(logits: Tensor, p: int, key: Tensor | None = None) -> tuple[Te
     Returns (coef [K+1], fve(key), fve(1..K)); fve(key) is NaN when ``key`` is None.
     ⟨L̃, R_k⟩ = Σ_d N[d] cos(w_k d) with N[d] = Σ_{a+b−c≡d} L[a, b, c] (two scatter-adds, O(p³)).
     """
+    coef, explained, total = _logit_fit(logits, p)
+    if total <= 0:
+        return coef.float(), float("nan"), float("nan")
+    fve_all = float(explained[1:].sum() / total)
+    fve_key = float("nan") if key is None else float(explained[key].sum() / total)
+    return coef.float(), fve_key, fve_all
+
+
+def logit_variance_shares(logits: Tensor, p: int) -> Tensor:
+    """[K+1] float64: the share of the centred logit variance explained by each cos(w_k(a + b − c)) alone,
+    coef[k]² ⟨R_k, R_k⟩ / ‖L̃‖² (:func:`logit_fourier`); index 0 is 0, all zeros for constant logits."""
+    _, explained, total = _logit_fit(logits, p)
+    share = explained / total if total > 0 else torch.zeros_like(explained)
+    share[0] = 0.0
+    return share.cpu()
+
+
+def logit_shares(coef, fve_all: float, p: int):
+    """The same shares as :func:`logit_variance_shares`, recovered from the cached ``fourier.logits`` outputs:
+    share[k] = fve_all · coef[k]² w_k / Σ_j coef[j]² w_j with w_k = ⟨R_k, R_k⟩ / (p³/2) (2 for k = p/2, else 1).
+    Takes and returns NumPy arrays [K+1] (index 0: 0; NaN where fve_all is NaN)."""
+
+    c = np.nan_to_num(np.asarray(coef, dtype=np.float64))
+    w = np.ones_like(c)
+    if p % 2 == 0:
+        w[-1] = 2.0
+    e = c ** 2 * w
+    e[0] = 0.0
+    tot = e.sum()
+    return np.zeros_like(e) if tot <= 0 else fve_all * e / tot
+
+
+def _logit_fit(logits: Tensor, p: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(coef [K+1], explained [K+1] = coef² ⟨R_k, R_k⟩, ‖L̃‖²) of :func:`logit_fourier`, in float64."""
     if logits.shape != (p * p, p):
         raise ValueError(f"logits: expected shape [{p * p}, {p}], got {tuple(logits.shape)}")
     L = logits.detach().contiguous()
@@ -362,12 +409,7 @@ def logit_fourier(logits: Tensor, p: int, key: Tensor | None = None) -> tuple[Te
     coef[0] = float("nan")
     explained = coef.pow(2) * reg_sq  # [K+1]
     centred = (L - L.mean(1, keepdim=True)).reshape(-1).double()
-    total = centred @ centred  # ‖L̃‖²
-    if total <= 0:
-        return coef.float(), float("nan"), float("nan")
-    fve_all = float(explained[1:].sum() / total)
-    fve_key = float("nan") if key is None else float(explained[key].sum() / total)
-    return coef.float(), fve_key, fve_all
+    return coef, explained, centred @ centred  # ‖L̃‖²
 
 
 @probe("fourier.logits")
@@ -378,63 +420,3 @@ def logits_probe(ctx: ProbeContext) -> dict[str, Any]:
     """
     coef, fve_key, fve_all = logit_fourier(ctx.logits, ctx.p, key_frequencies(ctx))
     return {"coef": coef, "fve_key": fve_key, "fve_all": fve_all}
-
-
-# ============================================================================ clock vs pizza
-_TRIPLES: dict[tuple[int, int, int], Tensor] = {}
-
-
-def clock_pizza_triples(p: int, n: int, seed: int) -> Tensor:
-    """[min(n, p³), 3] int64 (a, b, c) triples drawn without replacement from Z_p³, fixed by ``seed`` (cached)."""
-    key = (p, n, seed)
-    if key not in _TRIPLES:
-        gen = torch.Generator().manual_seed(int(seed))
-        flat = torch.randperm(p**3, generator=gen)[: min(n, p**3)]
-        _TRIPLES[key] = torch.stack([flat // (p * p), flat // p % p, flat % p], dim=1)
-    return _TRIPLES[key]
-
-
-def gradient_symmetricity(model: Any, p: int, triples: Tensor) -> float:
-    """Mean over triples (a, b, c) of cos(∂Q_abc/∂E_a, ∂Q_abc/∂E_b) (Zhong et al. 2023, "The Clock and the Pizza",
-    arXiv:2306.17844, §4.1 gradient symmetricity): Q_abc is the logit of class c at the ``=`` position on input
-    (a, b, =) and E_a, E_b are the embedding vectors fed in at positions 0 and 1 (the ``hook_embed`` output, as in the
-    authors' code, so a = b still gives two separate gradients). ≈1 for Pizza-like (symmetric) models, lower for Clock.
-
-    Batched: every triple is its own batch row, so one backward of Σ_i Q_i gives all per-triple gradients.
-    """
-    tokens = torch.cat([triples[:, :2], torch.full_like(triples[:, :1], p)], dim=1).to(model.W_E.device)
-    emb = model.embed.W_E.detach()[tokens].requires_grad_(True)  # [n, 3, d_model]
-    with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", lambda act, hook: emb)])
-        q = logits[:, -1].gather(1, triples[:, 2:].to(logits.device)).sum()
-        (grad,) = torch.autograd.grad(q, emb)
-    return float(torch.nn.functional.cosine_similarity(grad[:, 0], grad[:, 1], dim=-1).mean())
-
-
-def distance_irrelevance(correct_logits: Tensor) -> float:
-    """q = mean_d std_i L[i, i+d] / std_{i,j} L[i, j] (Zhong et al. 2023, "The Clock and the Pizza",
-    arXiv:2306.17844, §4.1 distance irrelevance; population std as in the authors' code), L [p, p] the logit of the
-    correct class on input (a, b) = (i, j), indices mod p. Near 1 when the correct logit does not depend on the
-    distance a − b (Clock), near 0 when it does (Pizza, whose correct logit ∝ |cos(w_k(a − b)/2)|).
-    """
-    p = correct_logits.shape[0]
-    L = correct_logits.detach().double()
-    i = torch.arange(p, device=L.device)
-    by_distance = L[i[None, :], (i[None, :] + i[:, None]) % p]  # [d, i] = L[i, i + d]
-    return float(by_distance.std(1, correction=0).mean() / L.std(correction=0))
-
-
-@probe("fourier.clock_pizza")
-def clock_pizza_probe(ctx: ProbeContext) -> dict[str, Any]:
-    """Clock-vs-Pizza diagnostics of Zhong et al. 2023 (arXiv:2306.17844, §4.1): gradient_symmetricity over a fixed
-    random set of ``clock_pizza_triples`` (a, b, c) triples seeded by ``clock_pizza_seed``
-    (:func:`gradient_symmetricity`), and distance_irrelevance of the correct-class logits over the p×p grid
-    (:func:`distance_irrelevance`; invalid cells of ``div`` use label 0).
-    """
-    p = ctx.p
-    triples = clock_pizza_triples(p, int(ctx.params["clock_pizza_triples"]), int(ctx.params["clock_pizza_seed"]))
-    correct = ctx.logits.gather(1, ctx.labels[:, None].to(ctx.logits.device)).reshape(p, p)
-    return {
-        "gradient_symmetricity": gradient_symmetricity(ctx.model, p, triples),
-        "distance_irrelevance": distance_irrelevance(correct),
-    }

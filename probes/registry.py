@@ -186,6 +186,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "key_freq_min_neurons": 10,  # ... and a frequency is key if its cluster has >= this many neurons
     "key_freq_wl_fraction": 0.5,  # ... or its W_L norm is >= this fraction of the largest
     "key_freq_wl_min_ratio": 2.0,  # ... and its squared W_L norm is >= this many times the mean (flat spectra: none)
+    "key_freq_min_logit_share": 0.02,  # ... and (issue 14) it carries >= this share of the centred logit variance
     "sink_epsilon": 0.3,  # Gu et al. 2025 sink threshold on key importance
     # Frequencies the progress measures (restricted/excluded loss, Li2 key share) are measured
     # against. None: each checkpoint's own key frequencies. ``probes.run`` sets it to the final

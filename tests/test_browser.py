@@ -118,6 +118,9 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
             page = browser.new_page(viewport={"width": 1500, "height": 2400})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            outside: list[str] = []  # offline-clean: no request may leave the machine
+            page.route(re.compile(r"^(?!https?://(127\.0\.0\.1|localhost)[:/]).*"),
+                       lambda route: (outside.append(route.request.url), route.abort()))
 
             page.goto(server)
             wait_plots(page, 4)
@@ -131,29 +134,63 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
                 assert page.get_by_role("link", name=name, exact=True).count() == 1, name
             page.screenshot(path=str(out_dir / "overview.png"))
 
+            assert page.get_by_text("Deploy", exact=True).count() == 0  # toolbarMode = minimal
+
+            # click the loss curve near the first third of the x axis: the step follows the click
+            before = caption_step(page)
+            box = page.locator(f"{PLOT} .nsewdrag").first.bounding_box()
+            t0 = time.monotonic()
+            page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+            page.wait_for_function(f"!location.search.includes('step={before}')", timeout=60_000)
+            wait_plots(page, 4)
+            print(f"click-to-step on Overview: {time.monotonic() - t0:.2f} s")
+            clicked = caption_step(page)
+            assert clicked != before and clicked in steps
+
+            # the phase buttons jump to the grokking step
+            grok = page.get_by_role("button", name=re.compile(r"^grokked · \d+"))
+            if grok.count():
+                grok.first.click()
+                page.wait_for_function(f"!location.search.includes('step={clicked}')", timeout=60_000)
+                wait_plots(page, 4)
+
             # move the shared step selector one checkpoint left with the keyboard
+            prev = steps[steps.index(caption_step(page)) - 1]
             page.get_by_role("slider").first.focus()
             page.keyboard.press("ArrowLeft")
-            page.wait_for_function(f"location.search.includes('step={steps[-2]}')", timeout=60_000)
+            page.wait_for_function(f"location.search.includes('step={prev}')", timeout=60_000)
             wait_plots(page, 4)
-            assert caption_step(page) == steps[-2]
+            assert caption_step(page) == prev
 
             page.get_by_role("link", name="Fourier").click()
             page.wait_for_url(re.compile(r"/fourier"), timeout=60_000)
             page.get_by_role("heading", name="Fourier", exact=True).wait_for(timeout=60_000)
             wait_plots(page, 8)
-            assert caption_step(page) == steps[-2]  # the step survives the page switch
-            assert f"step={steps[-2]}" in page.url
+            assert caption_step(page) == prev  # the step survives the page switch
+            assert f"step={prev}" in page.url
             assert page.locator(f"{PLOT} .heatmaplayer image, {PLOT} .hm image").count() >= 2  # heatmaps render
             page.screenshot(path=str(out_dir / "fourier.png"))
+
+            # client-side animation: Play in the browser, count the frames drawn in 3 s
+            page.get_by_text("Watch it form", exact=False).first.click()
+            anim = page.locator(PLOT).filter(has=page.locator(".updatemenu-button")).first
+            anim.wait_for(timeout=60_000)
+            page.evaluate("""(el) => { window.__frames = 0;
+                el.on('plotly_animatingframe', () => { window.__frames += 1; }); }""", anim.element_handle())
+            anim.locator(".updatemenu-button").first.click()
+            page.wait_for_timeout(3000)
+            frames = page.evaluate("window.__frames")
+            print(f"animation: {frames} frames in 3 s")
+            assert frames >= 15  # >= 5 frames per second
 
             page.get_by_role("link", name="Attention").click()
             page.wait_for_url(re.compile(r"/attention"), timeout=60_000)
             page.get_by_role("heading", name="Attention", exact=True).wait_for(timeout=60_000)
             wait_plots(page, 4)
-            assert caption_step(page) == steps[-2]
+            assert caption_step(page) == prev
             page.screenshot(path=str(out_dir / "attention.png"))
             assert not errors, errors
+            assert not outside, f"requests left the machine: {outside}"
         finally:
             browser.close()
     for name in ("overview", "fourier", "attention"):

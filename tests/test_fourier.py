@@ -138,7 +138,11 @@ def test_fourier_norms_of_pure_frequency():
 def test_hand_built_model_key_frequencies_and_gini():
     p, freqs = 47, [3, 7, 11]
     model = fourier_model(p, freqs)
-    ctx = ProbeContext(model, Task("add", p))
+    # The hand-built neurons are linear in cos(w_k a) + cos(w_k b): the weights are pure Fourier but the logits
+    # hold no cos(w_k(a+b−c)) term, so the significance floor (issue 14) finds no key frequency.
+    assert F.key_frequencies(ProbeContext(model, Task("add", p))).numel() == 0
+    no_floor = {"key_freq_min_logit_share": 0.0}  # the weight rules alone
+    ctx = ProbeContext(model, Task("add", p), params=no_floor)
     K = p // 2
     gini_three = 1 - 2 * (2.5 + 1.5 + 0.5) / (3 * K)  # three equal non-zero entries out of K
     for out in (F.embed_probe(ctx), F.unembed_probe(ctx), F.logit_map_probe(ctx)):
@@ -158,7 +162,7 @@ def test_hand_built_model_key_frequencies_and_gini():
     out = F.key_freqs_probe(ctx)
     assert out["n_key"] == 3 and torch.nonzero(out["is_key"]).squeeze(1).tolist() == freqs
     # each rule alone finds them: clusters only (W_L rule disabled), W_L only (clusters impossible)
-    for params in ({"key_freq_wl_fraction": 2.0}, {"key_freq_min_neurons": 61}):
+    for params in ({"key_freq_wl_fraction": 2.0, **no_floor}, {"key_freq_min_neurons": 61, **no_floor}):
         assert F.key_frequencies(ProbeContext(model, Task("add", p), params=params)).tolist() == freqs
 
 

@@ -388,6 +388,6 @@ def test_dashboard_page_renders(tmp_path, monkeypatch):
     assert at.selectbox(key="sweep_dir").value == str(out)
     assert len(at.get("plotly_chart")) == 3
     table = at.dataframe[0].value
-    assert len(table) == 8 and table["run"].str.startswith("overview?run=fake_sweep/").all()
+    assert len(table) == 8 and table["run"].str.startswith("./?run=fake_sweep/").all()
     at.button(key="sweeps_open").click().run()
     assert at.session_state["run"] == str(out / at.selectbox(key="sweeps_member").value)

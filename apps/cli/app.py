@@ -28,7 +28,7 @@ def streamlit_command(runs: list[str], root: str, port: int, address: str = "127
     """The ``streamlit run`` command line that serves the dashboard (headless, bound to ``address``)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD),
            "--server.address", address, "--server.port", str(port), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--", "--root", root]
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal", "--", "--root", root]
     return cmd + [str(Path(r)) for r in runs]
 
 
