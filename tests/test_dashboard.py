@@ -552,6 +552,10 @@ def test_phase_buttons_jump_to_the_grok_step(monkeypatch, probed_run):
 
 
 def test_sweep_member_outside_the_listed_runs_opens(monkeypatch, probed_run, tiny_run):
-    """A run directory that the command line did not list (a sweep member) still opens by ?run=PATH."""
-    at = app(monkeypatch, tiny_run, query={"run": str(probed_run.path)})
+    """A run directory under the root that the command line did not list (a sweep member) still opens by
+    ?run=PATH; one outside the root does not (a URL never leaves the runs root)."""
+    at = app(monkeypatch, tiny_run, root=probed_run.path.parent, query={"run": str(probed_run.path)})
     assert at.session_state["run"] == str(probed_run.path)
+    outside = app(monkeypatch, tiny_run, root=Path(tiny_run.path).parent / "elsewhere",
+                  query={"run": str(probed_run.path)})
+    assert outside.session_state["run"] != str(probed_run.path)
