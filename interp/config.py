@@ -54,6 +54,7 @@ class TrainConfig(_ArchFields):
     frac_train: float = 0.3
     data_seed: int = 0
     seed: int = 0  # model init and minibatch order
+    split: str = "grokscope"  # issue 12: train/test split scheme, interp.tasks.SPLITS
     # optimisation
     n_steps: int = 40_000
     lr: float = 1e-3
@@ -61,8 +62,10 @@ class TrainConfig(_ArchFields):
     beta1: float = 0.9
     beta2: float = 0.98
     warmup_steps: int = 10
+    warmup_from_zero: bool = False  # issue 12: lr·min(1, t/warmup_steps), lr 0 at step 0 (Nanda et al. 2023)
     batch_size: int | None = None  # None: full batch
     loss_dtype: str = "float64"
+    output_eq: bool = False  # issue 12: output classes include '=' (d_vocab_out = p + 1, Nanda et al. 2023)
     # Grokfast (Lee et al. 2024, arXiv:2405.20233)
     grokfast: str = "none"  # "none" | "ema" | "ma"
     grokfast_alpha: float = 0.98
@@ -100,11 +103,12 @@ class TrainConfig(_ArchFields):
                 raise ConfigError(f"{name}: invalid value {getattr(self, name)!r}")
 
     def task(self) -> Task:
-        return Task(self.op, self.p, self.frac_train, self.data_seed)
+        """The task; an ``explicit`` split's indices live in run.json (``Run.task`` adds them)."""
+        return Task(self.op, self.p, self.frac_train, self.data_seed, self.split)
 
     def model_config(self) -> ModelConfig:
         """The ModelConfig: the task's vocabulary and context, and every field in ARCH_FIELDS."""
-        return ModelConfig(d_vocab=self.p + 1, d_vocab_out=self.p, n_ctx=3,
+        return ModelConfig(d_vocab=self.p + 1, d_vocab_out=self.p + int(self.output_eq), n_ctx=3,
                            **{name: getattr(self, name) for name in ARCH_FIELDS})
 
     def build_model(self) -> Transformer:
@@ -180,6 +184,10 @@ PRESETS: dict[str, TrainConfig] = {
         p=47, frac_train=0.4, d_model=64, n_heads=4, d_head=16, d_mlp=128, lr=3e-3, weight_decay=3.0,
         n_steps=1_500, ckpt_dense_until=50, ckpt_dense_every=10, ckpt_log_count=30, ckpt_every=25, eval_every=10,
     ),
+    # The 2023 paper's code as run (issue 12): its split (random.shuffle of the (i, j, p) triples,
+    # int(frac·p²) train), 114 output classes (the '=' token included) and a warm-up from lr 0
+    # (LambdaLR(min(step/10, 1))). Everything else as "nanda". See docs/training.md.
+    "nanda2023": TrainConfig(split="nanda2023", output_eq=True, warmup_from_zero=True),
 }
 
 
@@ -205,5 +213,9 @@ def checkpoint_steps(cfg: TrainConfig) -> list[int]:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up: lr_t = lr · min(1, (t + 1) / warmup_steps), then constant."""
-    return cfg.lr * (min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+    """Linear warm-up: lr_t = lr · min(1, (t + 1) / warmup_steps), then constant; with
+    ``warmup_from_zero`` lr_t = lr · min(1, t / warmup_steps) (the 2023 paper's LambdaLR: update 0
+    has learning rate 0)."""
+    if not cfg.warmup_steps:
+        return cfg.lr
+    return cfg.lr * min(1.0, (step + (0 if cfg.warmup_from_zero else 1)) / cfg.warmup_steps)

@@ -32,7 +32,7 @@ from interp.grokfast import Grokfast
 from interp.hooks import Hook, TrainHook  # noqa: F401  (re-exported)
 from interp.loop import RunLoop, TrainState, minibatch
 from interp.losses import cross_entropy
-from interp.store import DEFAULT_ROOT, Run
+from interp.store import DEFAULT_ROOT, Run, split_record
 
 
 @torch.no_grad()
@@ -152,8 +152,7 @@ def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -
     path, task = Path(path), config.task()
     return Run.create(path, {
         "name": name or path.name, "config": config.to_dict(), "status": "created",
-        "split": {"data_seed": config.data_seed, "frac_train": config.frac_train,
-                  "train_idx": task.train_idx.tolist()},
+        "split": split_record(config, task.train_idx.tolist()),
         "model": {"params": config.build_model().param_count()},
         "checkpoint_schedule": checkpoint_steps(config),
     })
