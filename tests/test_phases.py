@@ -155,3 +155,29 @@ def test_tiny_run_phases(tiny_run):
         if name in ph.landmarks["unsnapped"] and ph.signal == raw.signal:
             assert ph.landmarks["unsnapped"][name] == step
             assert getattr(ph, name) == tiny_run.nearest_step(step)
+
+
+@pytest.mark.slow
+def test_real_run_with_the_papers_conventions(tmp_path):
+    """A small run with the 2023 code's conventions (its split, p + 1 output classes, warm-up from 0):
+    memorization ends at the excluded-loss minimum, found inside the data, after the first 100% train
+    accuracy (tolerance: one saved checkpoint). (Measured: with these conventions the tiny model had
+    not grokked by step 1500; memorization_end 200, first 100% train accuracy 128.)"""
+    import probes
+    from interp import preset, train
+
+    cfg = preset("tiny").replace(split="nanda2023", output_eq=True, warmup_from_zero=True)
+    run = train(cfg, tmp_path / "r", progress=False)
+    probes.run(run, ["progress.restricted"], progress=False)
+    ph = detect(run)
+    assert ph.signal == "probes:logit.excluded_loss" and "memorization_end" not in ph.edges
+    assert ph.memorization_end == ph.circuit_start and ph.full_train_acc_step is not None
+    assert ph.full_train_acc_step <= ph.memorization_end
+    end = ph.circuit_end if ph.circuit_end is not None else run.steps[-1]
+    scalars = probes.load(run)
+    excluded = scalars[(scalars["name"] == "logit.excluded_loss") & (scalars["step"] <= end)]
+    lowest = int(excluded.loc[excluded["value"].idxmin(), "step"])
+    steps = run.steps
+    assert abs(steps.index(ph.memorization_end) - steps.index(lowest)) <= 1
+    if ph.circuit_end is not None:
+        assert ph.memorization_end < ph.circuit_end
