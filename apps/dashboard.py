@@ -26,6 +26,7 @@ PAGES = [  # (file, title, icon, url path)
     ("page_attention.py", "Attention", ":material/visibility:", "attention"),
     ("page_diff.py", "Checkpoint diff", ":material/difference:", "diff"),
     ("page_compare.py", "Compare runs", ":material/stacked_line_chart:", "compare"),
+    ("page_theories.py", "Theories", ":material/balance:", "theories"),
 ]
 
 

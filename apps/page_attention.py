@@ -1,6 +1,7 @@
 """Attention: each head's attention from ``=`` to a, b and ``=`` over the p×p inputs at the
 selected step (computed from the checkpoint, cached), and the ``attention.*`` probes over time:
-sparsity (entropy, effective tokens, max weight, …), sink rate, value drain, residual norms."""
+sparsity (entropy, effective tokens, max weight, …), sink rate, value drain, residual norms.
+Sequence-task runs get :mod:`apps.attention_seq` instead (query × key patterns of probe inputs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from apps import ui
+from apps import attention_seq, ui
 from apps.state import Ctx, context
 from probes.phases import Phases
 
@@ -120,6 +121,9 @@ def residual_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
 def render() -> None:
     ctx = context()
     ui.header("Attention", ctx, "readout attention over the inputs, sparsity and sinks over time")
+    if ctx.run.train_config.seq_task is not None:  # sequence tasks (issue 13)
+        attention_seq.render(ctx)
+        return
     patterns = ui.attention_patterns(ctx, ctx.step)
     n_layers = 1 if patterns is None else patterns.shape[0]
     layer = st.selectbox("layer", list(range(n_layers)), key="attn_layer") if n_layers > 1 else 0

@@ -1,7 +1,10 @@
 """Compare runs: overlay one time series (a training metric or any probe scalar) of several runs,
-aligned by training step."""
+aligned by training step. A run with forks (``interp.fork``) starts with its family selected —
+the run, its parent, and their forks, on the parent's step axis — with each fork step marked."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -42,6 +45,25 @@ def series_of(path: str, opt: str) -> pd.Series | None:
     return df[name].dropna() if name in df else None
 
 
+def fork_of(path: str) -> tuple[str, int] | None:
+    """(resolved parent path, fork step) of a fork, else None."""
+    f = data.run_of(data.RunKey.of(path)).meta.get("fork")
+    return (f["parent"], int(f["step"])) if f else None
+
+
+def family(ctx: Ctx) -> list[str]:
+    """The selected run, its parent (if a fork) and the runs forked from either of them."""
+    resolved = {str(Path(p).resolve()): p for p in ctx.runs}
+    own = fork_of(ctx.path)
+    roots = {str(Path(ctx.path).resolve()), *([own[0]] if own else [])}
+    out = [ctx.path] + ([resolved[own[0]]] if own and own[0] in resolved else [])
+    for p in ctx.runs:
+        f = fork_of(p)
+        if f and f[0] in roots and p not in out:
+            out.append(p)
+    return out
+
+
 def overlay(ctx: Ctx, paths: list[str], opt: str, log_y: bool | None) -> tuple[go.Figure, list[str]]:
     """The figure and the runs that lack the series."""
     series, missing = {}, []
@@ -53,13 +75,19 @@ def overlay(ctx: Ctx, paths: list[str], opt: str, log_y: bool | None) -> tuple[g
             series[ctx.label(path)] = s
     fig = ui.time_plot(ctx, f"{option_label(opt)} across runs", option_label(opt), series, log_y=log_y,
                        mark=ctx.path in paths)
+    for path in paths:
+        f = fork_of(path)
+        if f is not None:
+            fig.add_vline(x=f[1], line_dash="dash", line_width=1, opacity=0.6,
+                          annotation_text=f"fork: {ctx.label(path)}", annotation_position="top left")
     return fig, missing
 
 
 def render() -> None:
     ctx = context()
     ui.header("Compare runs", ctx, "one time series of several runs, aligned by step")
-    default = [ctx.path, *[p for p in ctx.runs if p != ctx.path][: MAX_DEFAULT - 1]]
+    fam = family(ctx)
+    default = fam if len(fam) > 1 else [ctx.path, *[p for p in ctx.runs if p != ctx.path][: MAX_DEFAULT - 1]]
     paths = st.multiselect("runs", ctx.runs, default=default, format_func=ctx.label, key="compare_runs")
     if not paths:
         st.info("Pick at least one run.")
@@ -73,7 +101,8 @@ def render() -> None:
     if missing:
         st.caption(f"Not available for: {', '.join(missing)}" + (" (compute their probes first)"
                                                                    if opt.startswith("probe:") else ""))
-    st.caption("The dotted line is the selected step of the run chosen in the sidebar.")
+    st.caption("The dotted line is the selected step of the run chosen in the sidebar; dashed lines mark fork "
+               "steps (forks keep their parent's step numbers).")
 
 
 if __name__ == "__main__":

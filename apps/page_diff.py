@@ -48,6 +48,8 @@ def embed(html: str) -> None:
 def render() -> None:
     ctx = context()
     ui.header("Checkpoint diff", ctx, "what changed between two checkpoints")
+    if not ui.grid_only(ctx, "The checkpoint diff"):
+        return
     if len(ctx.steps) < 2:
         st.info("The run needs at least two checkpoints to compare.")
         return

@@ -167,6 +167,8 @@ def clock_pizza(ctx: Ctx, phases: Phases) -> go.Figure | None:
 def render() -> None:
     ctx = context()
     ui.header("Fourier", ctx, "frequencies of Z_p in weights, neurons and logits")
+    if not ui.grid_only(ctx, "The Fourier page"):
+        return
     if not ui.need_probes(ctx, ["fourier.embed", "fourier.neurons"], "The Fourier page"):
         return
     phases = ui.phases(ctx)

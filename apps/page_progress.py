@@ -81,6 +81,8 @@ def transition_caption(phases: Phases) -> str:
 def render() -> None:
     ctx = context()
     ui.header("Progress measures", ctx, "restricted / excluded loss and weight norm (Nanda et al. 2023)")
+    if not ui.grid_only(ctx, "The progress page"):
+        return
     if not ui.need_probes(ctx, ["progress.restricted", "progress.weights", "progress.loss"], "The progress page"):
         return
     phases = ui.phases(ctx)

@@ -30,6 +30,16 @@ def header(title: str, ctx: Ctx, caption: str) -> None:
     st.caption(f"{ctx.label(ctx.path)} · step {ctx.step} · {caption}")
 
 
+def grid_only(ctx: Ctx, what: str) -> bool:
+    """True for a p×p grid run; for a sequence-task run (issue 13) say that ``what`` does not apply."""
+    seq = ctx.run.train_config.seq_task
+    if seq is None:
+        return True
+    st.info(f"{what} does not apply to this run: it reads the p×p grid of a∘b mod p, and this run's task "
+            f"is the sequence task `{seq}`. The Attention page shows its attention patterns, sinks and sparsity.")
+    return False
+
+
 # ------------------------------------------------------------------ probes
 def missing_probes(ctx: Ctx, names: Iterable[str]) -> list[str]:
     """Those of ``names`` with no cached results at all for this run."""

@@ -18,11 +18,14 @@ Module dependency order: each module imports only modules before it (never ``pro
 * ``grokfast``: the Grokfast gradient filters.
 * ``loop``: what Trainer and BatchedTrainer share (state format, minibatch seeding, hook dispatch).
 * ``train``: Trainer, train, resume, create_run. ``batched``: BatchedTrainer.
+* ``optim``: optimizer choice, ⊥Grad, frozen groups. ``interventions`` and ``fork``: fork a run at
+  any step (``interp.fork``), with interventions.
 """
 
 from interp.bridge import to_bridge
 from interp.config import PRESETS, TrainConfig, checkpoint_steps, preset
 from interp.errors import ConfigError, CorruptCheckpointError, StoreError
+from interp.fork import fork
 from interp.hooks import Hook, TrainHook
 from interp.metrics import GROK_THRESHOLD, grok_steps
 from interp.model import ModelConfig, Transformer
@@ -32,7 +35,7 @@ from interp.train import resume, train
 
 __all__ = [
     "GROK_THRESHOLD", "OPERATIONS", "PRESETS", "ConfigError", "CorruptCheckpointError", "Hook", "ModelConfig",
-    "Run", "StoreError", "Task", "TrainConfig", "TrainHook", "Transformer", "checkpoint_steps", "grok_steps",
+    "Run", "StoreError", "Task", "TrainConfig", "TrainHook", "Transformer", "checkpoint_steps", "fork", "grok_steps",
     "preset", "resume", "to_bridge", "train",
 ]
 __version__ = "0.1.0"

@@ -52,6 +52,7 @@ from interp.hooks import TrainHook
 from interp.loop import RunLoop, TrainState, minibatch
 from interp.losses import log_probs
 from interp.model import Transformer
+from interp.optim import is_plain
 from interp.store import Run
 
 #: config fields that may differ between the models of one batch; every other field must match
@@ -126,6 +127,8 @@ class BatchedTrainer:
                  hooks: Sequence[Sequence[TrainHook]] | None = None):
         if not configs or len(configs) != len(runs) or (hooks is not None and len(hooks) != len(runs)):
             raise ConfigError("batched: need one run (and one hook list, if any) per config, and at least one")
+        if not all(is_plain(c) for c in configs):  # issue 15's options are interp.train's only
+            raise ConfigError("batched: optimizer, orthograd and frozen other than the defaults need interp.train")
         keys = {batch_key(c) for c in configs}
         if len(keys) > 1:
             diff = sorted({k for key in keys for k, _ in key} - set(PER_MODEL_FIELDS))
@@ -137,6 +140,8 @@ class BatchedTrainer:
 
         # ---- data: the whole grid once, per-model masks
         tasks = [r.task for r in runs]  # each checked against the split in its run.json
+        if any(t.kind != "grid" for t in tasks):  # issue 13
+            raise ConfigError("batched: sequence tasks (seq_task) train with interp.train.Trainer only, not batched")
         self.x, self.y = tasks[0].inputs.to(self.device), tasks[0].labels.to(self.device)
         self.train_idx = [t.train_idx for t in tasks]
         self.train_w = torch.stack([t.train_mask for t in tasks]).to(self.device, self.loss_dtype)

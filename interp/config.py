@@ -22,6 +22,7 @@ import torch
 
 from interp.errors import ConfigError
 from interp.model import ModelConfig, Transformer
+from interp.seqtasks import SequenceTask
 from interp.tasks import Task
 
 #: ModelConfig fields that a TrainConfig derives from its task, not from its own fields
@@ -55,6 +56,14 @@ class TrainConfig(_ArchFields):
     data_seed: int = 0
     seed: int = 0  # model init and minibatch order
     split: str = "grokscope"  # issue 12: train/test split scheme, interp.tasks.SPLITS
+    # sequence tasks (issue 13, interp.seqtasks): None keeps the grid task ``op`` mod p
+    seq_task: str | None = None
+    seq_len: int = 16  # positions before ``=`` (sparse_sum, sparse_parity) / after BOS (bigram_backcopy)
+    seq_k: int = 2  # operands (sum), secret bits (sparse_parity)
+    n_triggers: int = 3  # bigram_backcopy
+    bos: bool = False  # prepend a BOS token (always on for bigram_backcopy)
+    n_train: int = 2000  # sequence tasks: train inputs (the data-amount knob)
+    n_test: int = 1000
     # optimisation
     n_steps: int = 40_000
     lr: float = 1e-3
@@ -66,6 +75,11 @@ class TrainConfig(_ArchFields):
     batch_size: int | None = None  # None: full batch
     loss_dtype: str = "float64"
     output_eq: bool = False  # issue 12: output classes include '=' (d_vocab_out = p + 1, Nanda et al. 2023)
+    # issue 15: optimizer, loss and gradient options (interp.optim, interp.losses)
+    optimizer: str = "adamw"  # "adamw" | "adam" (no weight decay) | "sgd"
+    orthograd: bool = False  # ⊥Grad (Prieto et al. 2025): gradient made orthogonal to the weights
+    loss: str = "cross_entropy"  # "cross_entropy" | "stablemax" (Prieto et al. 2025)
+    frozen: str = ""  # comma-separated parameter-name prefixes that are not updated
     # Grokfast (Lee et al. 2024, arXiv:2405.20233)
     grokfast: str = "none"  # "none" | "ema" | "ma"
     grokfast_alpha: float = 0.98
@@ -80,6 +94,7 @@ class TrainConfig(_ArchFields):
     stop_after_grok: int | None = None  # stop once test acc >= grok_threshold for this many steps
     grok_threshold: float = 0.99  # interp.metrics.GROK_THRESHOLD
     fast_path: bool = True
+    state_snapshots: int = 24  # issue 15: full training states kept at ~this many log-spaced checkpoints
 
     def __post_init__(self) -> None:
         self.task()
@@ -97,18 +112,25 @@ class TrainConfig(_ArchFields):
             "ckpt_every": self.ckpt_every is None or self.ckpt_every >= 1, "eval_every": self.eval_every >= 1,
             "stop_after_grok": self.stop_after_grok is None or self.stop_after_grok >= 0,
             "grok_threshold": 0 < self.grok_threshold <= 1,
+            "optimizer": self.optimizer in ("adamw", "adam", "sgd"),
+            "loss": self.loss in ("cross_entropy", "stablemax"), "state_snapshots": self.state_snapshots >= 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"{name}: invalid value {getattr(self, name)!r}")
 
-    def task(self) -> Task:
-        """The task; an ``explicit`` split's indices live in run.json (``Run.task`` adds them)."""
+    def task(self) -> Task | SequenceTask:
+        if self.seq_task is not None:
+            return SequenceTask(self.seq_task, self.p, self.seq_len, self.seq_k, self.n_triggers, self.bos,
+                                self.n_train, self.n_test, self.data_seed)
         return Task(self.op, self.p, self.frac_train, self.data_seed, self.split)
 
     def model_config(self) -> ModelConfig:
         """The ModelConfig: the task's vocabulary and context, and every field in ARCH_FIELDS."""
-        return ModelConfig(d_vocab=self.p + 1, d_vocab_out=self.p + int(self.output_eq), n_ctx=3,
+        task = self.task() if self.seq_task is not None else None  # grid: (p + 1, p, 3) without building it
+        grid = (self.p + 1, self.p + int(self.output_eq), 3)  # output_eq: '=' is an output class (issue 12)
+        vocab = (task.d_vocab, task.d_vocab_out, task.n_ctx) if task is not None else grid
+        return ModelConfig(d_vocab=vocab[0], d_vocab_out=vocab[1], n_ctx=vocab[2],
                            **{name: getattr(self, name) for name in ARCH_FIELDS})
 
     def build_model(self) -> Transformer:
@@ -188,6 +210,39 @@ PRESETS: dict[str, TrainConfig] = {
     # int(frac·p²) train), 114 output classes (the '=' token included) and a warm-up from lr 0
     # (LambdaLR(min(step/10, 1))). Everything else as "nanda". See docs/training.md.
     "nanda2023": TrainConfig(split="nanda2023", output_eq=True, warmup_from_zero=True),
+    # ---- sequence tasks (issue 13)
+    # Bigram-Backcopy (Guo et al. 2024, arXiv:2410.13835), one layer, one head. What to watch
+    # (attention.seq_sinks, measured on a loaded 2-core CPU): the head goes active on the 3 trigger
+    # tokens (attention on BOS 0.08 at init -> 0.000 by step ~190: it copies the token before the
+    # trigger) and dormant on the others, dumping attention on BOS: sink_rate_non_trigger (Gu et al.'s
+    # rate, ε = 0.3, query 0 left out) 0% until step ~170, 52% at 190, 99% at 219, 100% from ~240 on
+    # (about 1.5 minutes in); first_attn_non_trigger 0.10 -> 0.90 by step 1000. BOS's value state
+    # drains: ‖v W_O‖ 1.32 -> 0.21 while the other tokens' grows 1.40 -> 2.96 (value_ratio 0.95 -> 0.07).
+    # 2,000 steps, 327 checkpoints, ~10 minutes.
+    "sinks": TrainConfig(
+        seq_task="bigram_backcopy", p=32, seq_len=32, n_triggers=3, bos=True, n_train=20_000, n_test=500,
+        d_model=64, n_heads=1, d_head=64, d_mlp=256, lr=3e-3, weight_decay=0.0, batch_size=64, n_steps=2_000,
+        ckpt_dense_until=100, ckpt_dense_every=10, ckpt_log_count=150, ckpt_every=10, eval_every=50,
+    ),
+    # sparse_sum: a + b mod 17 at 2 random positions among 12, read at `=`; n_train 1,000 (full batch).
+    # What to watch (measured on a loaded 2-core CPU, 3,000 steps, 295 checkpoints, ~3.5 minutes): the
+    # readout query's effective number of attended tokens (attention.sparsity readout_eff_tokens) falls
+    # from 13.0 (uniform over the 13 keys) to 3.1 at step ~190, 2.2 at 500 and ~1.8 at step ~1,150
+    # (then 2.1 at the end) as attention locks onto the two operands; train accuracy reaches 99% at
+    # step 169, test accuracy 82% at 194 and 99% only at step 450 (a delayed generalisation, not a
+    # long grokking plateau; fewer examples, n_train <= 700, memorise without generalising in 3k steps).
+    "sparse": TrainConfig(
+        seq_task="sparse_sum", p=17, seq_len=12, n_train=1_000, n_test=1_000, d_model=64, n_heads=4, d_head=16,
+        d_mlp=256, lr=1e-3, weight_decay=1.0, n_steps=3_000, ckpt_dense_until=100, ckpt_dense_every=10,
+        ckpt_log_count=150, ckpt_every=20, eval_every=10,
+    ),
+    # Small bigram_backcopy for tests: 300 steps in ~15 s; sink_rate_non_trigger 0% at steps 0 and 50,
+    # 100% from step 100 on.
+    "tiny_seq": TrainConfig(
+        seq_task="bigram_backcopy", p=16, seq_len=16, n_triggers=2, bos=True, n_train=4_000, n_test=200,
+        d_model=32, n_heads=1, d_head=32, d_mlp=64, lr=1e-2, weight_decay=0.0, batch_size=64, n_steps=300,
+        ckpt_dense_until=0, ckpt_log_count=0, ckpt_every=50, eval_every=50,
+    ),
 }
 
 
@@ -219,3 +274,15 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     if not cfg.warmup_steps:
         return cfg.lr
     return cfg.lr * min(1.0, (step + (0 if cfg.warmup_from_zero else 1)) / cfg.warmup_steps)
+
+
+def snapshot_steps(cfg: TrainConfig) -> list[int]:
+    """Checkpoint steps at which the full training state is kept (issue 15, for forks): step 0
+    and the checkpoints nearest to ``state_snapshots`` log-spaced steps in [1, n_steps]."""
+    ckpts = checkpoint_steps(cfg)
+    if cfg.state_snapshots <= 0:
+        return []
+    arr = np.asarray(ckpts)
+    targets = np.geomspace(1, max(cfg.n_steps, 1), cfg.state_snapshots)
+    picks = {int(arr[np.abs(arr - t).argmin()]) for t in targets}
+    return sorted(picks | {0})

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from interp.config import TrainConfig, checkpoint_steps
+from interp.config import TrainConfig, checkpoint_steps, snapshot_steps
 from interp.hooks import HookList, builtin_hooks
 from interp.store import Run
 
@@ -44,13 +44,16 @@ class TrainState:
             tensors.update({f"opt.{idx}.{k}": v for k, v in st.items()})
         tensors.update(self.grokfast)
         tensors["rng.torch"] = torch.get_rng_state()
-        run.save_state(tensors, {"step": self.step, "wall_time": self.wall_time, "param_groups": self.param_groups,
-                                 "grokfast_count": self.grokfast_count, "config": cfg.to_dict(),
-                                 "hooks": self.hooks})
+        info = {"step": self.step, "wall_time": self.wall_time, "param_groups": self.param_groups,
+                "grokfast_count": self.grokfast_count, "config": cfg.to_dict(), "hooks": self.hooks}
+        run.save_state(tensors, info)
+        if self.step in snapshot_steps(cfg):  # kept for forks (interp.fork)
+            run.save_snapshot(tensors, info)
 
     @classmethod
-    def load(cls, run: Run) -> TrainState:
-        tensors, info = run.load_state()
+    def load(cls, run: Run, snapshot: int | None = None) -> TrainState:
+        """The resume state, or the full state kept at step ``snapshot``."""
+        tensors, info = run.load_state() if snapshot is None else run.load_snapshot(snapshot)
         opt: dict[int, dict[str, Tensor]] = {}
         for k, v in tensors.items():
             if k.startswith("opt."):

@@ -37,6 +37,10 @@ from interp.errors import ConfigError
 from interp.fastpath import affine
 from interp.fastpath import forward_last as _forward_last
 from interp.readout import readout_cache as _readout_cache
+from interp.seqforward import forward_all as _forward_all
+
+#: sequences up to this length use broadcast products in attention, longer ones batched matmuls
+SHORT_SEQ = 4
 
 
 @dataclass(frozen=True)
@@ -155,11 +159,15 @@ class Attention(nn.Module):
         q = self.hook_q(self.project(x, "Q"))  # [b, s, h, e]
         k = self.hook_k(self.project(x, "K"))
         v = self.hook_v(self.project(x, "V"))
-        # Sequences are short (n_ctx = 3): broadcast products beat b·h tiny batched matmuls.
-        qk = (q[:, :, None] * k[:, None]).sum(-1)  # [b, q, k, h]
-        scores = rearrange(qk, "b q k h -> b h q k") / math.sqrt(self.cfg.d_head)
+        if n > SHORT_SEQ:  # longer sequences (issue 13): batched matmuls
+            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.cfg.d_head)
+        else:  # short sequences (n_ctx = 3): broadcast products beat b·h tiny batched matmuls.
+            qk = (q[:, :, None] * k[:, None]).sum(-1)  # [b, q, k, h]
+            scores = rearrange(qk, "b q k h -> b h q k") / math.sqrt(self.cfg.d_head)
         scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:n, :n], float("-inf")))  # [b, h, q, k]
         pattern = self.hook_pattern(scores.softmax(-1))  # [b, h, q, k]
+        if n > SHORT_SEQ:
+            return self.out(self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v)))
         weights = rearrange(pattern, "b h q k -> b q k h 1")
         z = self.hook_z((weights * v[:, None]).sum(2))  # [b, q, k, h, e] summed over k: [b, q, h, e]
         return self.out(z)
@@ -270,6 +278,11 @@ class Transformer(HookedRootModule):
         """Training fast path: ``forward(tokens)[:, -1]`` computing only what it depends on
         (same values and gradients, tested; hooks do not fire): :func:`interp.fastpath.forward_last`."""
         return _forward_last(self, tokens)
+
+    def forward_all(self, tokens: Tensor) -> Tensor:  # [b, s] -> [b, s, o]
+        """Training forward of every-position tasks: ``forward(tokens)`` without hooks and with fused
+        causal attention (same values to float tolerance, tested): :func:`interp.seqforward.forward_all`."""
+        return _forward_all(self, tokens)
 
     def readout_cache(self, tokens: Tensor) -> tuple[Tensor, ActivationCache]:  # [b, s] -> [b, o], cache
         """The probes' analysis forward: (logits at the last position, ``ActivationCache`` of what

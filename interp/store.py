@@ -241,6 +241,9 @@ class Run:
         if stored is not None and stored != task.train_idx.tolist():
             raise StoreError(f"{where}: stored split differs from the one its scheme "
                              f"({cfg.split!r}) and seed give")
+        stored = self.meta.get("split", {}).get("data_sha256")  # sequence tasks (issue 13)
+        if stored is not None and stored != task.data_sha256():
+            raise StoreError(f"{self.path / 'run.json'}: stored data differs from the one its seed gives")
         return task
 
     # ---- checkpoints
@@ -358,6 +361,31 @@ class Run:
         data = path.read_bytes() if path.exists() else b""
         if sha256_bytes(data) != info.get("sha256"):
             raise CorruptCheckpointError(path, "training state does not match state.json")
+        return st_load(data), info
+
+    # ---- saved training states at a subset of checkpoints (issue 15: forks)
+    def save_snapshot(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        """Keep a full training state at ``info["step"]`` in state/snapshots/ (the file, then
+        its JSON with the SHA-256), besides the single resume state."""
+        step = int(info["step"])
+        data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        base = self.path / "state" / "snapshots" / f"state_{step:08d}"
+        atomic_write_bytes(base.with_suffix(".safetensors"), data)
+        atomic_write_json(base.with_suffix(".json"), {**info, "sha256": sha256_bytes(data), "bytes": len(data)})
+
+    @property
+    def snapshot_steps(self) -> list[int]:
+        """Steps with a saved full training state (see :meth:`save_snapshot`)."""
+        d = self.path / "state" / "snapshots"
+        return sorted(int(p.stem.split("_")[1]) for p in d.glob("state_*.json")) if d.is_dir() else []
+
+    def load_snapshot(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        base = self.path / "state" / "snapshots" / f"state_{step:08d}"
+        info = read_json(base.with_suffix(".json"))
+        path = base.with_suffix(".safetensors")
+        data = path.read_bytes() if path.exists() else b""
+        if sha256_bytes(data) != info.get("sha256"):
+            raise CorruptCheckpointError(path, "training state does not match its JSON")
         return st_load(data), info
 
     @property

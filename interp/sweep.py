@@ -111,7 +111,7 @@ def parse_grid(grid: Mapping[str, Any] | Iterable[str]) -> dict[str, list[Any]]:
     """The grid as {field: [values]} in the given order.
 
     Accepts ``["frac_train=0.2,0.3", "seed=0..4"]`` (values parsed by the field's type with
-    :func:`interp.train.parse_field`; ``a..b`` is an inclusive integer range) or a mapping
+    :func:`interp.config.parse_field`; ``a..b`` is an inclusive integer range) or a mapping
     {field: value or list of values} (string values are parsed the same way)."""
     items: list[tuple[str, Any]] = []
     if isinstance(grid, Mapping):

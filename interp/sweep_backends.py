@@ -10,7 +10,7 @@ Backends (none is a scheduler; each hands members to something that already is o
 * ``ray``: one Ray task per member (``num_cpus=1``), or, with ``num_gpus > 0``, one task per
   batch of same-shape members on a GPU; outputs go to a filesystem every Ray node sees.
 
-A member here is anything with ``.config`` (a :class:`interp.train.TrainConfig`), e.g.
+A member here is anything with ``.config`` (a :class:`interp.config.TrainConfig`), e.g.
 :class:`interp.sweep.Member`; ``report(member, action, exception)`` hears about each one.
 """
 
@@ -26,10 +26,11 @@ from typing import Any
 
 import torch
 
+from interp.config import TrainConfig
 from interp.errors import ConfigError, StoreError
 from interp.perf import reuse_freed_memory
 from interp.store import Run
-from interp.train import TrainConfig, create_run, resume, train
+from interp.train import create_run, resume, train
 
 Report = Callable[[Any, "str | None", "BaseException | None"], None]
 

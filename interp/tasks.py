@@ -188,3 +188,39 @@ class Task:
     @cached_property
     def test_idx(self) -> torch.Tensor:
         return torch.nonzero(self.test_mask).squeeze(1)
+
+    # ---- the interface grid and sequence tasks share (issue 13; see interp.seqtasks)
+    kind = "grid"
+    per_position = False  # loss at the ``=`` position only
+    modular = True
+    bos_token = None
+
+    @property
+    def n_ctx(self) -> int:
+        return 3
+
+    @property
+    def vocab(self) -> list[str]:
+        """Token strings by id: 0..p−1, then ``=``."""
+        return [str(i) for i in range(self.p)] + ["="]
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {"=": self.eq_token}
+
+    @property
+    def probe_inputs(self) -> torch.Tensor:
+        """The inputs probes measure: the whole grid."""
+        return self.inputs
+
+    def query_types(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Query positions by type ([N, S] bool each; query 0 in none): one type, "all"."""
+        choice = torch.ones_like(tokens, dtype=torch.bool)
+        choice[:, 0] = False
+        return {"all": choice}
+
+    def split_meta(self) -> dict:
+        """What run.json stores to check the split on reopening."""
+        idx = self.train_idx.tolist()  # issue 12: the scheme and the indices' SHA-256 too
+        return {"scheme": self.split, "data_seed": self.data_seed, "frac_train": self.frac_train, "train_idx": idx,
+                "sha256": split_hash(idx)}

@@ -19,20 +19,14 @@ from pathlib import Path
 
 import torch
 
-from interp.config import (  # noqa: F401  (re-exported: their home is interp.config)
-    PRESETS,
-    TrainConfig,
-    checkpoint_steps,
-    lr_at,
-    parse_field,
-    preset,
-)
+from interp.config import TrainConfig, checkpoint_steps, lr_at
 from interp.errors import ConfigError, StoreError
 from interp.grokfast import Grokfast
-from interp.hooks import Hook, TrainHook  # noqa: F401  (re-exported)
+from interp.hooks import TrainHook
 from interp.loop import RunLoop, TrainState, minibatch
-from interp.losses import cross_entropy
-from interp.store import DEFAULT_ROOT, Run, split_record
+from interp.losses import accuracy, cross_entropy, masked_cross_entropy
+from interp.optim import apply_gradient_options, build_optimizer
+from interp.store import DEFAULT_ROOT, Run
 
 
 @torch.no_grad()
@@ -50,14 +44,14 @@ class Trainer(RunLoop):
         self.model = cfg.build_model()
         self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named_params]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           weight_decay=cfg.weight_decay, fused=True)
+        self.optimizer = build_optimizer(cfg, self.params)
         self.grokfast = Grokfast(cfg.grokfast, cfg.grokfast_alpha, cfg.grokfast_lamb, cfg.grokfast_window)
         state = TrainState.load(run) if run.has_state else None
         if state is not None:
             self._restore(state)
         self.init_loop(cfg, run, state, hooks, progress)
-        x, y = self.task.inputs, self.task.labels
+        self.per_position = self.task.per_position  # next-token loss at every position (issue 13)
+        x, y = self.task.inputs, (self.task.targets if self.per_position else self.task.labels)
         self.train_x, self.train_y = x[self.task.train_idx], y[self.task.train_idx]
         self.test_x, self.test_y = x[self.task.test_idx], y[self.task.test_idx]
 
@@ -81,17 +75,26 @@ class Trainer(RunLoop):
         return (self.train_x, self.train_y) if idx is None else (self.train_x[idx], self.train_y[idx])
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_position:
+            return self.model.forward_all(x) if self.cfg.fast_path else self.model(x)
         return self.model.forward_last(x) if self.cfg.fast_path else self.model(x)[:, -1]
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.per_position:
+            return masked_cross_entropy(logits, y, self.cfg)
         return cross_entropy(logits, y, self.cfg)
+
+    def accuracy(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        if self.per_position:
+            return accuracy(logits, y)
+        return (logits.argmax(-1) == y).float().mean().item()
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         if len(y) == 0:
             return math.nan, math.nan
         logits = self.logits(x)
-        return self.loss_fn(logits, y).item(), (logits.argmax(-1) == y).float().mean().item()
+        return self.loss_fn(logits, y).item(), self.accuracy(logits, y)
 
     def _forward_backward(self, step: int) -> dict[str, float]:
         """Loss and gradients of the weights W_step, and the step's metrics row."""
@@ -102,7 +105,7 @@ class Trainer(RunLoop):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm, weight_norm = _global_norm([p.grad for p in self.params]), _global_norm(self.params)
-        metrics = {"train_loss": loss.item(), "train_acc": (logits.argmax(-1) == y).float().mean().item(),
+        metrics = {"train_loss": loss.item(), "train_acc": self.accuracy(logits, y),
                    "test_loss": math.nan, "test_acc": math.nan, "lr": lr_at(self.cfg, step),
                    "weight_norm": weight_norm, "grad_norm": grad_norm, "wall_time": self.elapsed()}
         if self.needs_eval(step):
@@ -110,8 +113,10 @@ class Trainer(RunLoop):
         return metrics
 
     def _update(self, step: int) -> None:
-        """Update ``step`` → ``step + 1``: Grokfast filter, then AdamW at the warm-up learning rate."""
+        """Update ``step`` → ``step + 1``: Grokfast filter, gradient options, then the optimizer at the
+        warm-up learning rate."""
         self.grokfast.apply({n: p.grad for n, p in self.named_params})
+        apply_gradient_options(self.cfg, self.named_params)  # frozen groups, ⊥Grad (interp.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.cfg, step)
         self.optimizer.step()
@@ -131,6 +136,8 @@ class Trainer(RunLoop):
 def new_run_dir(root: str | Path, name: str | None, cfg: TrainConfig) -> Path:
     root = Path(root)
     base = name or f"{cfg.op}_p{cfg.p}_frac{cfg.frac_train:g}_wd{cfg.weight_decay:g}_seed{cfg.seed}"
+    if cfg.seq_task is not None and name is None:  # issue 13
+        base = f"{cfg.seq_task}_p{cfg.p}_n{cfg.seq_len}_N{cfg.n_train}_wd{cfg.weight_decay:g}_seed{cfg.seed}"
     path, i = root / base, 1
     while (path / "run.json").exists() and name is None:
         i += 1
@@ -152,7 +159,7 @@ def create_run(config: TrainConfig, path: str | Path, name: str | None = None) -
     path, task = Path(path), config.task()
     return Run.create(path, {
         "name": name or path.name, "config": config.to_dict(), "status": "created",
-        "split": split_record(config, task.train_idx.tolist()),
+        "split": task.split_meta(),
         "model": {"params": config.build_model().param_count()},
         "checkpoint_schedule": checkpoint_steps(config),
     })

@@ -169,6 +169,11 @@ def compare(a: Checkpoint | tuple[Run, int], b: Checkpoint | tuple[Run, int], *,
     """Compare checkpoint ``a`` (before) with ``b`` (after); see the module docstring for the contents.
     ``params`` overrides probe parameters (``probes.DEFAULT_PARAMS``)."""
     ca, cb = Checkpoint.of(a), Checkpoint.of(b)
+    seq = [c.run.train_config.seq_task for c in (ca, cb) if c.run.train_config.seq_task is not None]
+    if seq:  # issue 13: the report's sections read the p×p grid (Fourier, flips, restricted loss)
+        raise ConfigError(f"diff: the checkpoint diff covers the p×p grid tasks; sequence task {seq[0]!r} "
+                          "is not supported yet (its attention, sinks and sparsity are on the Attention page "
+                          "and in `grokscope probe`)")
     sa, sb = Side.measure(ca.run, ca.step, params), Side.measure(cb.run, cb.step, params)
     same_run = ca.run.path.resolve() == cb.run.path.resolve()
     same_shapes = ({k: v.shape for k, v in sa.state_dict.items()} == {k: v.shape for k, v in sb.state_dict.items()})

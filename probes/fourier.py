@@ -133,7 +133,7 @@ def answer_unembed(model: Any) -> Tensor:
     return model.unembed.W_U[:, : model.cfg.d_vocab - 1]
 
 
-@probe("fourier.embed")
+@probe("fourier.embed", tasks=("grid", "modular"))  # weights only: any task with residue tokens 0..p−1
 def embed_probe(ctx: ProbeContext) -> dict[str, Any]:
     """Per-frequency norms of the embedding W_E over the token axis, and their Gini coefficient.
 
@@ -145,7 +145,7 @@ def embed_probe(ctx: ProbeContext) -> dict[str, Any]:
     return _norm_outputs(ctx.model.embed.W_E[: ctx.p], ctx.p, axis=0)
 
 
-@probe("fourier.unembed")
+@probe("fourier.unembed", tasks=("grid", "modular"))  # weights only: any task with residue tokens 0..p−1
 def unembed_probe(ctx: ProbeContext) -> dict[str, Any]:
     """Per-frequency norms of the unembedding W_U [d_model, p] over the output-class axis, and their Gini.
 
@@ -159,7 +159,7 @@ def _logit_map_outputs(ctx: ProbeContext) -> dict[str, Any]:
     return ctx.memo("fourier.logit_map", lambda: _norm_outputs(logit_map(ctx.model), ctx.p, axis=1))
 
 
-@probe("fourier.logit_map")
+@probe("fourier.logit_map", tasks=("grid", "modular"))  # weights only: any task with residue tokens 0..p−1
 def logit_map_probe(ctx: ProbeContext) -> dict[str, Any]:
     """Per-frequency norms of the neuron-logit map W_L = W_out·W_U [d_mlp, p] (last layer) over the
     output-class axis, and their Gini.

@@ -55,7 +55,8 @@ from torch import Tensor
 from interp.config import TrainConfig, lr_at
 from interp.errors import ConfigError, StoreError
 from interp.losses import cross_entropy
-from interp.store import METRIC_COLUMNS, Run, sha256_bytes, split_record
+from interp.metrics import METRIC_COLUMNS
+from interp.store import Run, sha256_bytes, split_record
 
 FORMATS = ("tl", "nanda2023")
 DROPPED_BUFFERS = re.compile(r"blocks\.\d+\.attn\.(mask|IGNORE)$")

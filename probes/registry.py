@@ -38,6 +38,11 @@ class ProbeSpec:
     default: bool = True
     description: str = ""
     uses: tuple[str, ...] = ()  # run-level params (RUN_LEVEL_PARAMS) this probe reads
+    tasks: tuple[str, ...] | None = None  # task kinds it applies to (see :func:`applies`); None: all
+
+    def reason_skipped(self, task: Any) -> str:
+        """Why this probe does not apply to ``task`` ("" when it does)."""
+        return applies(self.tasks, task)
 
 
 REGISTRY: dict[str, ProbeSpec] = {}
@@ -46,13 +51,39 @@ REGISTRY: dict[str, ProbeSpec] = {}
 #: one of these only if the probe declares it in ``@probe(..., uses=...)``
 RUN_LEVEL_PARAMS = frozenset({"key_freqs"})
 
+#: probe areas that read the p×p grid of a∘b mod p (its Fourier basis, its train/test cells): they
+#: apply to grid tasks only unless they declare ``tasks`` themselves (issue 13)
+GRID_AREAS = ("fourier.", "progress.", "li2")
 
-def probe(name: str, *, version: int = 1, default: bool = True,
-          uses: tuple[str, ...] = ()) -> Callable[[ProbeFn], ProbeFn]:
+
+def applies(tasks: tuple[str, ...] | None, task: Any) -> str:
+    """"" when a probe declaring ``tasks`` applies to ``task``, else the reason it does not.
+
+    ``tasks`` holds task kinds: "grid" (the p×p tasks of :mod:`interp.tasks`), a sequence task's
+    name (:data:`interp.seqtasks.SEQ_TASKS`), "sequence" (every sequence task), "bos" (tasks whose
+    inputs start with a BOS token) or "modular" (tokens 0..p−1 and outputs are residues mod p: the
+    grid tasks, ``sum``, ``sparse_sum``). None: every task."""
+    if tasks is None:
+        return ""
+    kind = getattr(task, "kind", "grid")
+    groups = {kind, "sequence" if kind != "grid" else "grid"}
+    if getattr(task, "bos_token", None) is not None:
+        groups.add("bos")
+    if getattr(task, "modular", False):  # tokens 0..p−1 and outputs are residues mod p (grid, sum, sparse_sum)
+        groups.add("modular")
+    if groups & set(tasks):
+        return ""
+    return f"applies to {', '.join(tasks)} tasks; this run's task is {kind}"
+
+
+def probe(name: str, *, version: int = 1, default: bool = True, uses: tuple[str, ...] = (),
+          tasks: tuple[str, ...] | None = None) -> Callable[[ProbeFn], ProbeFn]:
     """Register ``fn`` as probe ``name``. Bump ``version`` when its definition changes:
     cached results of an older version are recomputed. ``default=False`` probes run
     only when asked for by name. ``uses`` names the run-level parameters
-    (:data:`RUN_LEVEL_PARAMS`) the probe reads; only those probes' caches depend on them."""
+    (:data:`RUN_LEVEL_PARAMS`) the probe reads; only those probes' caches depend on them.
+    ``tasks`` names the task kinds it applies to (:func:`applies`); by default every task, except
+    the :data:`GRID_AREAS` probes, which apply to grid tasks only."""
 
     unknown = set(uses) - RUN_LEVEL_PARAMS
     if unknown:
@@ -60,8 +91,9 @@ def probe(name: str, *, version: int = 1, default: bool = True,
 
     def register(fn: ProbeFn) -> ProbeFn:
         doc = (fn.__doc__ or "").strip().split("\n")[0]
+        kinds = tasks if tasks is not None else (("grid",) if name.startswith(GRID_AREAS) else None)
         REGISTRY[name] = ProbeSpec(name=name, fn=fn, version=version, default=default, description=doc,
-                                   uses=tuple(uses))
+                                   uses=tuple(uses), tasks=kinds)
         return fn
 
     return register
@@ -96,8 +128,8 @@ class ProbeContext:
         return self.task.p
 
     @property
-    def inputs(self) -> Tensor:  # [p*p, 3]
-        return self.task.inputs
+    def inputs(self) -> Tensor:  # [p*p, 3]; sequence tasks: the fixed probe batch [N, n_ctx]
+        return self.task.probe_inputs
 
     @property
     def labels(self) -> Tensor:  # [p*p]
@@ -114,7 +146,7 @@ class ProbeContext:
     @cached_property
     def _forward(self) -> tuple[Tensor, ActivationCache]:
         with torch.no_grad():
-            if hasattr(self.model, "readout_cache"):
+            if hasattr(self.model, "readout_cache") and getattr(self.task, "kind", "grid") == "grid":
                 return self.model.readout_cache(self.inputs)
             logits, cache = self.model.run_with_cache(self.inputs)
         return logits[:, -1], cache
@@ -131,7 +163,7 @@ class ProbeContext:
     def full_cache(self) -> ActivationCache:
         """``run_with_cache`` over the p×p grid: every hook at every position (several times the
         cost of :attr:`cache`; for custom probes that need the last layer at positions a, b)."""
-        if not hasattr(self.model, "readout_cache"):
+        if not hasattr(self.model, "readout_cache") or getattr(self.task, "kind", "grid") != "grid":
             return self.cache  # already run_with_cache's: no second forward
         with torch.no_grad():
             return self.model.run_with_cache(self.inputs)[1]

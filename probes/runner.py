@@ -153,7 +153,12 @@ def measure(model: Any, task: Task, names: Iterable[str] | None = None,
     """Probe a model held in memory (nothing is cached): ``{probe: {name: float | ndarray}}``."""
     reuse_freed_memory()
     ctx = ProbeContext(model=model, task=task, params=merged_params(params))
-    return measure_context(ctx, resolve(names))
+    return measure_context(ctx, applicable(resolve(names), task))
+
+
+def applicable(specs: list[ProbeSpec], task: Any) -> list[ProbeSpec]:
+    """The specs that apply to ``task`` (the others are skipped, not failed: see :func:`status`)."""
+    return [s for s in specs if not s.reason_skipped(task)]
 
 
 def _open(run: Run | str | os.PathLike) -> Run:
@@ -304,7 +309,8 @@ def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps:
     (long format: step, probe, name, value). Corrupt checkpoints are skipped with a warning.
     ``key_freqs`` fixes the frequencies of the progress measures (see :func:`run_params`)."""
     reuse_freed_memory()
-    run, specs = _open(run), resolve(names)
+    run = _open(run)
+    specs = applicable(resolve(names), run.task)
     params = run_params(run, params, key_freqs, specs)
     manifest = run.manifest
     steps = sorted(manifest) if steps is None else _check_steps(run, steps, manifest)
@@ -366,15 +372,21 @@ def status(run: Run | str | os.PathLike, names: Iterable[str] | None = None,
            params: dict[str, Any] | None = None, key_freqs: str | Iterable[int] = "final") -> dict[str, Any]:
     """What :func:`run` would compute: ``{"steps": [...], "complete": bool, "n_missing": int,
     "probes": {probe: {"missing": [steps], "up_to_date": int, "reason": str}}}``, where reason is
-    "" (up to date), "not computed", "probe version changed", "params changed" or
-    "checkpoints changed or not yet computed"."""
+    "" (up to date), "not computed", "probe version changed", "params changed",
+    "checkpoints changed or not yet computed" or "does not apply: ..." (a probe whose declared
+    tasks exclude the run's, e.g. Fourier probes on a sequence task: skipped, never missing)."""
     run = _open(run)
     specs = resolve(names)
-    params = run_params(run, params, key_freqs, specs)
+    params = run_params(run, params, key_freqs, applicable(specs, run.task))
     index, manifest = read_index(run.path / "probes"), run.manifest
     steps = sorted(manifest)
     probes: dict[str, dict[str, Any]] = {}
+    task = run.task
     for spec in specs:
+        skipped = spec.reason_skipped(task)
+        if skipped:
+            probes[spec.name] = {"missing": [], "up_to_date": 0, "reason": f"does not apply: {skipped}"}
+            continue
         entry = index.get(spec.name)
         phash = params_hash(params, spec)
         if entry is None or entry.get("version") != spec.version or entry.get("params") != phash:

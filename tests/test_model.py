@@ -131,7 +131,7 @@ class _Last(torch.nn.Module):
 
 
 def test_readout_folds_only_where_it_saves_work():
-    from interp.train import preset
+    from interp import preset
 
     nanda = preset("nanda").build_model()
     assert folds_readout(nanda, 3830) and not folds_readout(nanda, 512)  # full batch vs a minibatch

@@ -15,11 +15,11 @@ import torch
 
 import apps.cli.main as cli
 from apps import sweep_plots as ph
-from interp import Run, preset, train
+from interp import Hook, Run, preset, resume, train
 from interp import sweep as sw
 from interp.errors import ConfigError
-from interp.store import METRIC_COLUMNS, grok_steps
-from interp.train import Hook, create_run, resume
+from interp.metrics import METRIC_COLUMNS, grok_steps
+from interp.train import create_run
 from probes import sweep_summary
 
 #: a 60-step tiny config on p = 23 (conftest's ``short_config`` on a 4× smaller grid)

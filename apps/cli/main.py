@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apps.cli import app, diff, importer, probe, runs, sweep, train
+from apps.cli import app, diff, fork, importer, probe, runs, sweep, train
 from apps.cli.common import UsageError
 from interp.errors import ConfigError, StoreError
 
-COMMANDS = (train, runs, probe, importer, diff, sweep, app)
+COMMANDS = (train, fork, runs, probe, importer, diff, sweep, app)
 EXPECTED_ERRORS = (ConfigError, StoreError, UsageError, OSError)  # OSError: unwritable, missing, full disk
 
 

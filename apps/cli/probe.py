@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         info = probes.status(target, args.probes, key_freqs=key_freqs)
         for name, entry in info["probes"].items():
             state = "up to date" if not entry["missing"] else f"{len(entry['missing'])} missing ({entry['reason']})"
+            if entry["reason"].startswith("does not apply"):  # issue 13: skipped for this run's task
+                state = entry["reason"]
             print(f"{name:24s} {entry['up_to_date']}/{len(info['steps'])} steps  {state}")
         return 0
     before = probes.status(target, args.probes, key_freqs=key_freqs)["n_missing"]

@@ -14,7 +14,7 @@ from interp.store import DEFAULT_ROOT
 
 def _resume_steps(args: argparse.Namespace) -> int | None:
     """The new n_steps of ``--resume RUN_DIR --set n_steps=N`` (the only change a resume takes)."""
-    from interp.train import parse_field
+    from interp.config import parse_field
 
     extra = [f"--{k}" for k in ("preset", "out", "name") if getattr(args, k)]
     extra += ["--root"] if args.root != str(DEFAULT_ROOT) else []
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a run (or resume one)",
                        description="Train a transformer on a∘b mod p, saving checkpoints and metrics.")
-    p.add_argument("--preset", help="nanda | demo | tiny (default nanda)")
+    p.add_argument("--preset", help="nanda | demo | tiny | sinks | sparse | tiny_seq (default nanda)")
     p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                    help="override config fields, e.g. --set p=97 frac_train=0.4")
     p.add_argument("--out", help="run directory (default: ROOT/NAME)")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp import grok_steps, preset, train
+from interp.losses import masked_cross_entropy
 from tests.bench.common import row
 
 
@@ -84,6 +85,42 @@ def bench_fast_path(rounds: int = 5, steps: int = 10) -> list[dict]:
     ]
 
 
+def _seq_step_time(forward, model, x: Tensor, y: Tensor, steps: int) -> float:
+    """Seconds per AdamW step on every-position loss (``interp.losses.masked_cross_entropy``)."""
+    cfg = preset("sinks")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = masked_cross_entropy(forward(x), y, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def bench_per_position(rounds: int = 5, steps: int = 10) -> list[dict]:
+    """Every-position (next-token) training step of the ``sinks`` preset's model and batch:
+    ``Transformer.forward_all`` (what the trainer uses) against the plain hooked ``forward``."""
+    cfg = preset("sinks")
+    model, task = cfg.build_model(), cfg.task()
+    x, y = task.inputs[: cfg.batch_size], task.targets[: cfg.batch_size]
+    with torch.no_grad():
+        err = (model(x) - model.forward_all(x)).abs().max().item()
+    assert err < 1e-4, f"hooked forward and forward_all disagree by {err}"
+    for forward in (model.forward_all, model):  # warm-up
+        _seq_step_time(forward, model, x, y, 2)
+    fast, plain = [], []
+    for _ in range(rounds):  # interleaved so load changes hit both alike
+        fast.append(_seq_step_time(model.forward_all, model, x, y, steps))
+        plain.append(_seq_step_time(model, model, x, y, steps))
+    f, s = statistics.median(fast), statistics.median(plain)
+    return [
+        row("train: per-position forward_all (sinks batch)", 1 / f, "steps/s"),
+        row("train: per-position plain hooked forward", 1 / s, "steps/s"),
+        row("train: per-position forward_all / hooked", s / f, "x", "≥ 0.9", s / f >= 0.9),  # no slower
+    ]
+
+
 def bench_preset(name: str, grok_range: tuple[int, int], target_s: float, to_grok: bool) -> list[dict]:
     """Train preset ``name`` once: the step it grokked at (ok inside ``grok_range``) and its wall time,
     either to ≥ 99% test accuracy (``to_grok``) or in total, against ``target_s``."""
@@ -107,7 +144,7 @@ def bench_preset(name: str, grok_range: tuple[int, int], target_s: float, to_gro
 
 
 def bench(quick: bool) -> list[dict]:
-    rows = bench_fast_path() + bench_preset("demo", (0, 5_000), 180, to_grok=True)
+    rows = bench_fast_path() + bench_per_position() + bench_preset("demo", (0, 5_000), 180, to_grok=True)
     if not quick:
         rows += bench_preset("nanda", (5_000, 25_000), 1200, to_grok=False)
     return rows
