@@ -75,8 +75,9 @@ def at_step(ctx: Ctx) -> None:
 
 
 def phase_table(phases: Phases) -> pd.DataFrame:
-    names = {"memorization_end": "end of memorization", "circuit_start": "circuit formation starts",
-             "circuit_end": "circuit formation ends", "cleanup_end": "end of cleanup", "grok_step": "grokking step"}
+    names = {"full_train_acc_step": "first 100% train accuracy", "memorization_end": "end of memorization",
+             "circuit_start": "circuit formation starts", "circuit_end": "circuit formation ends (clean-up starts)",
+             "cleanup_end": "end of clean-up", "grok_step": "grokking step"}
     return pd.DataFrame({"event": list(names.values()),
                          "step": [getattr(phases, f) for f in names]}).astype({"step": "Int64"})
 
@@ -98,6 +99,8 @@ def render() -> None:
         st.caption(f"from `probes.phases.detect`: {phases.rule}" if phases.detected else
                    f"from the metrics: {phases.rule}")
         st.dataframe(phase_table(phases), hide_index=True, key="phase_table")
+        for name, why in phases.edges.items():
+            st.caption(f"{name}: not found, {why}")
     with c2:
         st.subheader("Config")
         st.dataframe(config_table(ctx), hide_index=True, height=300, key="config_table")

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from probes.phases import Phases
 
 PHASE_COLORS = {"memorization": "rgba(99,110,250,0.10)", "circuit formation": "rgba(239,85,59,0.12)",
-                "cleanup": "rgba(0,204,150,0.12)"}
+                "clean-up": "rgba(0,204,150,0.12)"}
 STEP_LINE = {"color": "black", "width": 1.5, "dash": "dot"}
 HEIGHT = 340
 #: line colours (Plotly's qualitative palette), assigned in trace order so series stay distinguishable

@@ -56,6 +56,7 @@ class TrainConfig(_ArchFields):
     frac_train: float = 0.3
     data_seed: int = 0
     seed: int = 0  # model init and minibatch order
+    split: str = "grokscope"  # issue 12: train/test split scheme, interp.tasks.SPLITS
     # sequence tasks (issue 13, interp.seqtasks): None keeps the grid task ``op`` mod p
     seq_task: str | None = None
     seq_len: int = 16  # positions before ``=`` (sparse_sum, sparse_parity) / after BOS (bigram_backcopy)
@@ -71,8 +72,10 @@ class TrainConfig(_ArchFields):
     beta1: float = 0.9
     beta2: float = 0.98
     warmup_steps: int = 10
+    warmup_from_zero: bool = False  # issue 12: lr·min(1, t/warmup_steps), lr 0 at step 0 (Nanda et al. 2023)
     batch_size: int | None = None  # None: full batch
     loss_dtype: str = "float64"
+    output_eq: bool = False  # issue 12: output classes include '=' (d_vocab_out = p + 1, Nanda et al. 2023)
     # issue 15: optimizer, loss and gradient options (interp.optim, interp.losses)
     optimizer: str = "adamw"  # "adamw" | "adam" (no weight decay) | "sgd"
     orthograd: bool = False  # ⊥Grad (Prieto et al. 2025): gradient made orthogonal to the weights
@@ -122,12 +125,13 @@ class TrainConfig(_ArchFields):
         if self.seq_task is not None:
             return SequenceTask(self.seq_task, self.p, self.seq_len, self.seq_k, self.n_triggers, self.bos,
                                 self.n_train, self.n_test, self.data_seed)
-        return Task(self.op, self.p, self.frac_train, self.data_seed)
+        return Task(self.op, self.p, self.frac_train, self.data_seed, self.split)
 
     def model_config(self) -> ModelConfig:
         """The ModelConfig: the task's vocabulary and context, and every field in ARCH_FIELDS."""
         task = self.task() if self.seq_task is not None else None  # grid: (p + 1, p, 3) without building it
-        vocab = (task.d_vocab, task.d_vocab_out, task.n_ctx) if task is not None else (self.p + 1, self.p, 3)
+        grid = (self.p + 1, self.p + int(self.output_eq), 3)  # output_eq: '=' is an output class (issue 12)
+        vocab = (task.d_vocab, task.d_vocab_out, task.n_ctx) if task is not None else grid
         return ModelConfig(d_vocab=vocab[0], d_vocab_out=vocab[1], n_ctx=vocab[2],
                            **{name: getattr(self, name) for name in ARCH_FIELDS})
 
@@ -204,6 +208,10 @@ PRESETS: dict[str, TrainConfig] = {
         p=47, frac_train=0.4, d_model=64, n_heads=4, d_head=16, d_mlp=128, lr=3e-3, weight_decay=3.0,
         n_steps=1_500, ckpt_dense_until=50, ckpt_dense_every=10, ckpt_log_count=30, ckpt_every=25, eval_every=10,
     ),
+    # The 2023 paper's code as run (issue 12): its split (random.shuffle of the (i, j, p) triples,
+    # int(frac·p²) train), 114 output classes (the '=' token included) and a warm-up from lr 0
+    # (LambdaLR(min(step/10, 1))). Everything else as "nanda". See docs/training.md.
+    "nanda2023": TrainConfig(split="nanda2023", output_eq=True, warmup_from_zero=True),
     # ---- sequence tasks (issue 13)
     # Bigram-Backcopy (Guo et al. 2024, arXiv:2410.13835), one layer, one head. What to watch
     # (attention.seq_sinks, measured on a loaded 2-core CPU): the head goes active on the 3 trigger
@@ -262,8 +270,12 @@ def checkpoint_steps(cfg: TrainConfig) -> list[int]:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up: lr_t = lr · min(1, (t + 1) / warmup_steps), then constant."""
-    return cfg.lr * (min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+    """Linear warm-up: lr_t = lr · min(1, (t + 1) / warmup_steps), then constant; with
+    ``warmup_from_zero`` lr_t = lr · min(1, t / warmup_steps) (the 2023 paper's LambdaLR: update 0
+    has learning rate 0)."""
+    if not cfg.warmup_steps:
+        return cfg.lr
+    return cfg.lr * min(1.0, (step + (0 if cfg.warmup_from_zero else 1)) / cfg.warmup_steps)
 
 
 def snapshot_steps(cfg: TrainConfig) -> list[int]:

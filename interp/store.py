@@ -29,7 +29,7 @@ import struct
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from interp.generations import (
 )
 from interp.integrity import canonical_safetensors, parquet_bytes, read_parquet_verified, seal_json, unseal_json
 from interp.metrics import METRIC_COLUMNS, final_values, grok_steps
+from interp.tasks import split_hash
 
 FORMAT_VERSION = 1
 DEFAULT_ROOT = Path("checkpoints")
@@ -179,6 +180,12 @@ def step_file(step: int) -> str:
     return f"weights/step_{step:08d}.safetensors"
 
 
+def split_record(cfg: TrainConfig, train_idx: list[int]) -> dict[str, Any]:
+    """run.json's ``split``: scheme, seed, fraction, the sorted train indices and their SHA-256."""
+    return {"scheme": cfg.split, "data_seed": cfg.data_seed, "frac_train": cfg.frac_train,
+            "train_idx": sorted(int(i) for i in train_idx), "sha256": split_hash(train_idx)}
+
+
 # ------------------------------------------------------------------ Run
 @dataclass
 class Run:
@@ -261,11 +268,23 @@ class Run:
 
     @property
     def task(self):
-        """The run's :class:`~interp.tasks.Task`; its split is checked against run.json."""
-        task = self.train_config.task()
-        stored = self.meta.get("split", {}).get("train_idx")
+        """The run's :class:`~interp.tasks.Task`; its split is checked against run.json: a seeded
+        scheme (``grokscope``, ``nanda2023``) must give the stored indices, an ``explicit`` one is
+        taken from them after checking their SHA-256 (issue 12)."""
+        cfg, split = self.train_config, self.meta.get("split", {})
+        stored, where = split.get("train_idx"), self.path / "run.json"
+        if split.get("scheme", cfg.split) != cfg.split:
+            raise StoreError(f"{where}: split scheme {split['scheme']!r} differs from the config's {cfg.split!r}")
+        if cfg.split == "explicit":
+            if stored is None:
+                raise StoreError(f"{where}: an explicit split needs its train indices (split.train_idx)")
+            if split.get("sha256") != split_hash(stored):
+                raise StoreError(f"{where}: stored train indices do not match their SHA-256")
+            return replace(cfg.task(), train_cells=tuple(stored))
+        task = cfg.task()
         if stored is not None and stored != task.train_idx.tolist():
-            raise StoreError(f"{self.path / 'run.json'}: stored split differs from the one its seed gives")
+            raise StoreError(f"{where}: stored split differs from the one its scheme "
+                             f"({cfg.split!r}) and seed give")
         stored = self.meta.get("split", {}).get("data_sha256")  # sequence tasks (issue 13)
         if stored is not None and stored != task.data_sha256():
             raise StoreError(f"{self.path / 'run.json'}: stored data differs from the one its seed gives")

@@ -5,11 +5,26 @@ to ``p`` (so ``d_vocab = p + 1``) and the label ``a∘b mod p`` (so
 ``d_vocab_out = p``). Examples are indexed on the full p×p grid by
 ``idx = a * p + b``; operations that are undefined on part of the grid (``div``
 with b = 0) carry a ``valid`` mask, and the train/test split only ever draws
-from valid cells.
+from valid cells. (A model may also output p + 1 classes, the ``=`` token included, as the 2023
+paper's code does: ``TrainConfig.output_eq``; labels stay in 0..p-1.)
+
+Split schemes (``Task.split``):
+
+``grokscope``  a ``torch.randperm`` permutation of the valid cells seeded by ``data_seed``; train is
+               its first ``round(frac_train * n_valid)`` cells (at least 1).
+``nanda2023``  the split of Nanda et al. 2023 (arXiv:2301.05217, ``gen_train_test``): the list of
+               triples ``(i, j, p)`` in row-major order (i outer, j inner) shuffled by Python's
+               ``random`` seeded with ``data_seed``; train is its first ``int(frac_train * p * p)``
+               triples (``int``, not ``round``). Cells where the operation is undefined are then
+               dropped from both sides.
+``explicit``   the sorted grid indices given in ``train_cells`` (a run records them in run.json,
+               with their SHA-256; :attr:`interp.store.Run.task` checks it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,6 +33,8 @@ import torch
 
 from interp.errors import ConfigError
 
+#: train/test split schemes (see the module docstring); issue 12
+SPLITS = ("grokscope", "nanda2023", "explicit")
 OPERATIONS = ("add", "sub", "mul", "div", "x2_plus_y2", "x2_xy_y2", "x3_xy", "rand")
 
 #: seed of the fixed random table of the ``rand`` task (memorisation control)
@@ -53,6 +70,19 @@ def _labels(op: str, p: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     raise ConfigError(f"op: unknown operation {op!r}; choose one of {', '.join(OPERATIONS)}")
 
 
+def split_hash(train_idx: list[int]) -> str:
+    """SHA-256 of a split's sorted train indices, as the decimal list ``"0,5,17"``."""
+    return hashlib.sha256(",".join(str(int(i)) for i in sorted(train_idx)).encode()).hexdigest()
+
+
+def nanda2023_train_cells(p: int, frac_train: float, seed: int) -> list[int]:
+    """Grid indices ``i * p + j`` of the train triples of Nanda et al. 2023's split (module
+    docstring), in shuffled order. Uses its own ``random.Random``: the global one is untouched."""
+    cells = list(range(p * p))  # row-major (i, j): same order as the paper's list of triples
+    random.Random(seed).shuffle(cells)
+    return cells[: int(frac_train * p * p)]
+
+
 def validate_task(op: str, p: int, frac_train: float) -> None:
     """Raise :class:`ConfigError` naming the field if (op, p, frac_train) is invalid."""
     if op not in OPERATIONS:
@@ -73,9 +103,19 @@ class Task:
     p: int
     frac_train: float = 0.3
     data_seed: int = 0
+    split: str = "grokscope"  # issue 12: one of SPLITS
+    train_cells: tuple[int, ...] | None = None  # the ``explicit`` split's train indices
 
     def __post_init__(self) -> None:
         validate_task(self.op, self.p, self.frac_train)
+        if self.split not in SPLITS:
+            raise ConfigError(f"split: unknown split scheme {self.split!r}; choose one of {', '.join(SPLITS)}")
+        if self.split == "explicit" and self.train_cells is not None:
+            bad = [i for i in self.train_cells if not 0 <= int(i) < self.p * self.p]
+            if bad or len(set(self.train_cells)) != len(self.train_cells):
+                raise ConfigError(f"split: explicit train indices must be distinct grid indices in [0, {self.p ** 2})")
+        elif self.train_cells is not None:
+            raise ConfigError(f"split: train indices are given only with split='explicit', not {self.split!r}")
 
     @property
     def eq_token(self) -> int:
@@ -116,8 +156,17 @@ class Task:
 
     @cached_property
     def train_idx(self) -> torch.Tensor:
-        """Sorted grid indices of the training pairs: a seeded permutation of the valid
-        cells, first ``round(frac_train * n_valid)`` of them (at least 1)."""
+        """Sorted grid indices of the training pairs, by the task's split scheme (module
+        docstring); ``grokscope``: a seeded permutation of the valid cells, first
+        ``round(frac_train * n_valid)`` of them (at least 1)."""
+        if self.split == "nanda2023":
+            cells = torch.tensor(nanda2023_train_cells(self.p, self.frac_train, self.data_seed), dtype=torch.long)
+            return torch.sort(cells[self.valid[cells]]).values
+        if self.split == "explicit":
+            if self.train_cells is None:
+                raise ConfigError("split: an 'explicit' split needs its train indices (stored in run.json)")
+            cells = torch.tensor(sorted(int(i) for i in self.train_cells), dtype=torch.long)
+            return cells[self.valid[cells]]
         cells = torch.nonzero(self.valid).squeeze(1)
         gen = torch.Generator().manual_seed(int(self.data_seed))
         perm = cells[torch.randperm(len(cells), generator=gen)]
@@ -172,4 +221,6 @@ class Task:
 
     def split_meta(self) -> dict:
         """What run.json stores to check the split on reopening."""
-        return {"data_seed": self.data_seed, "frac_train": self.frac_train, "train_idx": self.train_idx.tolist()}
+        idx = self.train_idx.tolist()  # issue 12: the scheme and the indices' SHA-256 too
+        return {"scheme": self.split, "data_seed": self.data_seed, "frac_train": self.frac_train, "train_idx": idx,
+                "sha256": split_hash(idx)}

@@ -121,10 +121,18 @@ def _norm_outputs(W: Tensor | None, p: int, axis: int) -> dict[str, Any]:
 
 
 def logit_map(model: Any) -> Tensor | None:
-    """W_L = W_out · W_U [d_mlp, d_vocab_out] of the last layer (None for attention-only models).
-    A final LayerNorm between them is ignored (Nanda et al. 2023 define W_L for a model without one)."""
+    """W_L = W_out · W_U [d_mlp, p] of the last layer (None for attention-only models), over the p
+    answer classes (an ``=`` output class is dropped: :func:`answer_unembed`). A final LayerNorm
+    between them is ignored (Nanda et al. 2023 define W_L for a model without one)."""
     mlp = _last_mlp(model)
-    return None if mlp is None else (mlp.W_out @ model.unembed.W_U).detach()
+    return None if mlp is None else (mlp.W_out @ answer_unembed(model)).detach()
+
+
+def answer_unembed(model: Any) -> Tensor:
+    """W_U [d_model, p]: the unembedding's p answer columns (p = d_vocab − 1); a model trained with
+    the ``=`` token as an output class (``output_eq``, d_vocab_out = p + 1) has that column dropped,
+    as Nanda et al. 2023's analysis does (``logits[:, -1, :-1]``)."""
+    return model.unembed.W_U[:, : model.cfg.d_vocab - 1]
 
 
 @probe("fourier.embed", tasks=("grid", "modular"))  # weights only: any task with residue tokens 0..p−1
@@ -146,7 +154,7 @@ def unembed_probe(ctx: ProbeContext) -> dict[str, Any]:
     coef = W_U · basisᵀ [d_model, p]; basis_norms[i] = ‖coef[:, i]‖; norms[k] over the rows of frequency k;
     gini = G(norms[1:]). Nanda et al. 2023 (arXiv:2301.05217) §4.
     """
-    return _norm_outputs(ctx.model.unembed.W_U, ctx.p, axis=1)
+    return _norm_outputs(answer_unembed(ctx.model), ctx.p, axis=1)
 
 
 def _logit_map_outputs(ctx: ProbeContext) -> dict[str, Any]:
@@ -284,7 +292,7 @@ def _key_frequencies(ctx: ProbeContext) -> Tensor:
     sizes = ctx.memo("fourier.neurons", lambda: _neuron_outputs(ctx))["cluster_sizes"].cpu()
     key |= torch.nan_to_num(sizes, nan=0.0) >= ctx.params["key_freq_min_neurons"]
     if _last_mlp(ctx.model) is None:  # attention-only: the residual stream feeds the unembedding directly
-        norms = fourier_norms(ctx.model.unembed.W_U, ctx.p, axis=1)[0]
+        norms = fourier_norms(answer_unembed(ctx.model), ctx.p, axis=1)[0]
     else:
         norms = _logit_map_outputs(ctx)["norms"]
     norms = norms[1:].double().cpu()

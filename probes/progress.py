@@ -180,8 +180,8 @@ def activation_losses(model, cache, task, key_freqs: Tensor, basis: Tensor) -> d
             "excluded": cross_entropy(_unembed(model, excluded), y)}
 
 
-def _unembed(model, resid: Tensor) -> Tensor:  # [n, d] -> [n, d_vocab_out]
-    return model.unembed(model.ln_final(resid) if model.cfg.layernorm else resid)
+def _unembed(model, resid: Tensor) -> Tensor:  # [n, d] -> [n, p]: the answer classes (no '=' output)
+    return model.unembed(model.ln_final(resid) if model.cfg.layernorm else resid)[..., : model.cfg.d_vocab - 1]
 
 
 def progress_frequencies(ctx: ProbeContext) -> Tensor:
@@ -221,7 +221,7 @@ def hidden_gradient(model, tokens: Tensor, labels: Tensor) -> Tensor:
         return act
 
     with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, keep)])[:, -1]
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, keep)])[:, -1, : model.cfg.d_vocab - 1]
         (grad,) = torch.autograd.grad(F.cross_entropy(logits.double(), labels), saved[0])
     return -grad[:, -1]
 

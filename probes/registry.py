@@ -170,8 +170,9 @@ class ProbeContext:
 
     @property
     def logits(self) -> Tensor:
-        """[p*p, d_vocab_out] logits at the last (``=``) position."""
-        return self._forward[0]
+        """[p*p, p] logits at the last (``=``) position: the p answer classes (a model that also
+        outputs the ``=`` class, ``output_eq``, has it dropped, as Nanda et al. 2023's metrics do)."""
+        return self._forward[0][:, : self.p]
 
     def memo(self, key: str, fn: Callable[[], Any]) -> Any:
         """Compute ``fn()`` once per checkpoint and share it between probes."""
