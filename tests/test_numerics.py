@@ -48,3 +48,41 @@ def test_flush_subnormal_in_place():
     flush_subnormal_([t, torch.arange(3)])  # integer tensors are left alone
     assert t.tolist() == [1.0, TINY32, 0.0, 0.0, 0.0, -2.0]
     assert subnormal_share([torch.tensor([TINY32 / 2, 1.0, 0.0, 3.0])]) == 0.25
+
+
+def _one_step(cfg, sd, x, y, size: float = 1e-2):
+    """Loss before and after one normalised gradient-descent step (θ −= size · g/‖g‖) of the trainer's
+    loss from weights ``sd``; the gradients."""
+    from interp.losses import cross_entropy
+
+    model = cfg.build_model()
+    model.load_state_dict({k: v.to(model.W_E.dtype) for k, v in sd.items()})
+    loss = cross_entropy(model.forward_last(x), y, cfg)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), grads):
+            p -= (size / norm).to(p.dtype) * g
+    with torch.no_grad():
+        after = cross_entropy(model.forward_last(x), y, cfg)
+    return loss.item(), after.item(), grads
+
+
+def test_confident_checkpoint_trains_without_subnormals_like_float64(tiny_run):
+    """Issue 17: scale a grokked model's unembedding until its loss gradient would be subnormal; one
+    training step has no subnormal gradient and lowers the loss as a float64 model does."""
+    cfg, task = tiny_run.train_config, tiny_run.task
+    sd = tiny_run.state_dict_at(tiny_run.steps[-1])
+    sd["unembed.W_U"] = sd["unembed.W_U"] * 1.5  # loss ~4e-10, ~19% of dlogits subnormal
+    x, y = task.inputs[task.train_idx], task.labels[task.train_idx]
+    model = cfg.build_model()
+    model.load_state_dict(sd)
+    logits = model.forward_last(x).detach().requires_grad_()
+    F.cross_entropy(logits.double(), y).backward()
+    assert subnormal_share([logits.grad]) > 0.01  # the case the fix is for
+    before, after, grads = _one_step(cfg, sd, x, y)
+    ref_before, ref_after, _ = _one_step(cfg.replace(dtype="float64"), sd, x, y)
+    assert subnormal_share(grads) == 0.0
+    assert after < before
+    assert abs((before - after) - (ref_before - ref_after)) <= 1e-2 * abs(ref_before - ref_after)

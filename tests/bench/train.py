@@ -1,5 +1,7 @@
 """Training: fast-path steps/s against a full-sequence baseline kept here, the ``demo`` preset's wall
-time to ≥ 99% test accuracy, and the full 40k-step ``nanda`` run (skipped with ``--quick``).
+time to ≥ 99% test accuracy, a step on its last (confident) checkpoint against one at initialisation
+with the share of subnormal floats (issue 17), and the full 40k-step ``nanda`` run (skipped with
+``--quick``).
 
 The two step rates are measured interleaved within one process, because the machines are shared."""
 
@@ -16,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp import grok_steps, preset, train
-from interp.losses import masked_cross_entropy
+from interp.losses import cross_entropy, masked_cross_entropy
+from interp.numerics import subnormal_share
 from tests.bench.common import row
 
 
@@ -121,14 +124,62 @@ def bench_per_position(rounds: int = 5, steps: int = 10) -> list[dict]:
     ]
 
 
-def bench_preset(name: str, grok_range: tuple[int, int], target_s: float, to_grok: bool) -> list[dict]:
+def _trainer_step_time(model, cfg, x: Tensor, y: Tensor, steps: int) -> tuple[float, torch.optim.Optimizer]:
+    """Seconds per fast-path step with the trainer's own loss (``interp.losses.cross_entropy``)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            weight_decay=cfg.weight_decay, fused=True)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = cross_entropy(model.forward_last(x), y, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps, opt
+
+
+def bench_late(run, rounds: int = 5, steps: int = 5) -> list[dict]:
+    """Issue 17: a step on the last, confident checkpoint of a grokked run against a step at its
+    initialisation (interleaved), and the share of subnormal floats in the loss gradient: with a
+    plain float64 cross-entropy (what the trainer did before) and with the trainer's loss, whose
+    gradient, parameter gradients and AdamW moments must hold none."""
+    cfg, task = run.train_config, run.task
+    x, y = task.inputs[task.train_idx], task.labels[task.train_idx]
+    with torch.no_grad():
+        logits = run.model_at(run.steps[-1]).forward_last(x)
+    plain, ours = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    F.cross_entropy(plain.double(), y).backward()
+    cross_entropy(ours, y, cfg).backward()
+    times: dict[str, list[float]] = {"early": [], "late": []}
+    for _ in range(rounds):  # interleaved; each round restarts from the saved weights
+        for key, step in (("early", run.steps[0]), ("late", run.steps[-1])):
+            model = run.model_at(step)
+            dt, opt = _trainer_step_time(model, cfg, x, y, steps)
+            times[key].append(dt)
+    states = [t for st in opt.state.values() for t in st.values() if t.dim()]
+    after = subnormal_share([*(p.grad for p in model.parameters()), *states])
+    e, la = statistics.median(times["early"]), statistics.median(times["late"])
+    return [
+        row(f"train: step at initialisation (step {run.steps[0]})", e * 1e3, "ms"),
+        row(f"train: step on the last checkpoint (step {run.steps[-1]})", la * 1e3, "ms"),
+        row("train: late step / early step", la / e, "x", "≤ 1.5", la / e <= 1.5),
+        row("train: subnormal share of dlogits, plain float64 cross-entropy", subnormal_share([plain.grad]), ""),
+        row("train: subnormal share of dlogits, trainer loss", subnormal_share([ours.grad]), "", "= 0",
+            subnormal_share([ours.grad]) == 0),
+        row("train: subnormal share of gradients and AdamW state after late steps", after, "", "= 0", after == 0),
+    ]
+
+
+def bench_preset(name: str, grok_range: tuple[int, int], target_s: float, to_grok: bool,
+                 late: bool = False) -> list[dict]:
     """Train preset ``name`` once: the step it grokked at (ok inside ``grok_range``) and its wall time,
-    either to ≥ 99% test accuracy (``to_grok``) or in total, against ``target_s``."""
+    either to ≥ 99% test accuracy (``to_grok``) or in total, against ``target_s``; with ``late``, also
+    :func:`bench_late` on the finished run."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run = train(preset(name), Path(tmp) / name, progress=False)
         total = time.perf_counter() - t0
         m, n_ckpt = run.metrics, len(run.steps)
+        late_rows = bench_late(run) if late else []
     step = grok_steps(m)["grokked_step"]
     lo, hi = grok_range
     rows = [row(f"train: {name} grokked at step", step or math.nan, "step", f"{lo}–{hi}" if lo else f"≤ {hi}",
@@ -140,11 +191,11 @@ def bench_preset(name: str, grok_range: tuple[int, int], target_s: float, to_gro
                         grok_wall <= target_s))
     else:
         rows[-1].update(target=f"≤ {target_s:.0f}", ok=total <= target_s)
-    return rows
+    return rows + late_rows
 
 
 def bench(quick: bool) -> list[dict]:
-    rows = bench_fast_path() + bench_per_position() + bench_preset("demo", (0, 5_000), 180, to_grok=True)
+    rows = bench_fast_path() + bench_per_position() + bench_preset("demo", (0, 5_000), 120, to_grok=True, late=True)
     if not quick:
         rows += bench_preset("nanda", (5_000, 25_000), 1200, to_grok=False)
     return rows
