@@ -33,6 +33,7 @@ from interp.config import ARCH_FIELDS, TrainConfig, checkpoint_steps
 from interp.errors import ConfigError, StoreError
 from interp.hooks import Hook
 from interp.interventions import ForkContext, apply
+from interp.locking import write_lock
 from interp.loop import TrainState
 from interp.optim import build_optimizer
 from interp.store import Run
@@ -115,6 +116,16 @@ def fork(run: Run | str | os.PathLike, step: int, *, set: Sequence[str] = (),
         raise ConfigError(f"--set {fixed[0]}: a fork keeps the parent's task and architecture")
     state, base, note = _base_state(parent, step)
     path = _fork_path(parent, step, name, out)
+    path.mkdir(parents=True, exist_ok=True)
+    with write_lock(path):  # one writer per run (issue 16)
+        _create_fork(parent, pcfg, new_cfg, step, state, base, note, path, name, set, interventions, progress)
+        return _train_fork(path, progress) if train else Run.open(path)
+
+
+def _create_fork(parent: Run, pcfg: TrainConfig, new_cfg: TrainConfig, step: int, state: TrainState | None,
+                 base: int, note: str | None, path: Path, name: str | None, set: Sequence[str],
+                 interventions: Sequence[str], progress: bool) -> None:
+    """The fork's directory with its lineage and its state at ``step`` (interventions applied)."""
     child = create_run(pcfg, path, name=name or path.name)
     old = parent.metrics
     if len(old):
@@ -139,12 +150,16 @@ def fork(run: Run | str | os.PathLike, step: int, *, set: Sequence[str] = (),
     child.update_meta(config=ctx.cfg.to_dict(), status="created", final_step=None,
                       checkpoint_schedule=sorted({*checkpoint_steps(ctx.cfg), step}),
                       fork=_lineage(parent, step, base, note is None, set, interventions, ctx))
-    return resume_fork(path, progress=progress) if train else Run.open(path)
 
 
 def resume_fork(path: str | os.PathLike, *, progress: bool = False) -> Run:
     """Train a created (or interrupted) fork from its saved state; the fork step is checkpointed
     (so the weights right after an intervention are on disk)."""
+    with write_lock(Path(path)):
+        return _train_fork(path, progress)
+
+
+def _train_fork(path: str | os.PathLike, progress: bool) -> Run:
     run = Run.open(path)
     trainer = Trainer(run.train_config, run, progress=progress)
     trainer.ckpt_steps.add(int(run.meta["fork"]["step"]))

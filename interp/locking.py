@@ -42,7 +42,7 @@ def holder_pid(lock_path: Path) -> int | None:
 
 @contextmanager
 def write_lock(directory: str | os.PathLike, what: str = "training", wait: float = 0.0,
-               subdirs: tuple[str, ...] = ("weights", "state")) -> Iterator[None]:
+               subdirs: tuple[str, ...] = ("weights", "state", "state/snapshots")) -> Iterator[None]:
     """Hold the writer's lock of ``directory`` (created if missing) for the ``with`` block, after
     deleting the temporary files an interrupted writer left in it and its ``subdirs``.
 
