@@ -80,7 +80,7 @@ def test_too_small_space_and_bad_fields():
 def test_grid_task_unchanged_interface():
     cfg = TrainConfig(p=11)
     assert cfg.model_config().n_ctx == 3 and cfg.task().kind == "grid" and cfg.task().vocab[-1] == "="
-    assert set(cfg.task().split_meta()) == {"data_seed", "frac_train", "train_idx"}
+    assert set(cfg.task().split_meta()) == {"scheme", "data_seed", "frac_train", "train_idx", "sha256"}
 
 
 def test_masked_loss_and_forward_all():
