@@ -40,10 +40,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from interp.atomic import atomic_write_json, atomic_write_parquet, read_json
 from interp.config import TrainConfig, parse_field
 from interp.errors import ConfigError, StoreError
 from interp.metrics import final_values, grok_steps
-from interp.store import DEFAULT_ROOT, Run, atomic_write_json, atomic_write_parquet, read_json
+from interp.store import DEFAULT_ROOT, Run
 from interp.sweep_backends import (
     default_workers,
     import_ray,

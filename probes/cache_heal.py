@@ -21,9 +21,9 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 
+from interp.atomic import read_parquet
 from interp.errors import StoreError
 from interp.integrity import verify_safetensors
-from interp.store import read_parquet
 
 STEPS_KEY = "steps"
 

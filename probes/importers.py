@@ -52,11 +52,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from interp.atomic import sha256_bytes
 from interp.config import TrainConfig, lr_at
 from interp.errors import ConfigError, StoreError
 from interp.losses import cross_entropy
 from interp.metrics import METRIC_COLUMNS
-from interp.store import Run, sha256_bytes, split_record
+from interp.store import Run, split_record
 
 FORMATS = ("tl", "nanda2023")
 DROPPED_BUFFERS = re.compile(r"blocks\.\d+\.attn\.(mask|IGNORE)$")

@@ -35,10 +35,11 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 from tqdm.auto import tqdm
 
+from interp.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, read_parquet
 from interp.errors import ConfigError, StoreError
 from interp.integrity import seal_safetensors, verify_safetensors
 from interp.locking import write_lock
-from interp.store import Run, atomic_write_bytes, atomic_write_json, atomic_write_parquet, read_json, read_parquet
+from interp.store import Run
 from interp.tasks import Task
 from probes.cache_heal import verified_index
 from probes.registry import DEFAULT_PARAMS, REGISTRY, RUN_LEVEL_PARAMS, ProbeContext, ProbeSpec, available

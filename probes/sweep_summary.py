@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from interp.store import Run, atomic_write_json, read_json
+from interp.atomic import atomic_write_json, read_json
+from interp.store import Run
 from interp.sweep import DELAY_FACTOR
 from interp.sweep import summarize as summarize_core
 from probes.runner import final_key_frequencies, merged_params

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from apps import data, state
 from apps.cli import app as app_cli
 from interp import Run, train
-from interp.store import atomic_write_json, read_json
+from interp.atomic import atomic_write_json, read_json
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "apps" / "dashboard.py"
 TIMEOUT = 180

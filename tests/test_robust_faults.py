@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from interp import Run, train
-from interp.store import CRASH_ENV
+from interp.atomic import CRASH_ENV
 from interp.train import resume
 
 ROOT = Path(__file__).resolve().parents[1]

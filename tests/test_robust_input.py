@@ -14,7 +14,7 @@ import torch
 
 from apps.cli.main import main
 from interp import Run
-from interp.store import atomic_write_json, read_json
+from interp.atomic import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

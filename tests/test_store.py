@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interp import CorruptCheckpointError, Run, StoreError, train
-from interp.store import atomic_write_bytes
+from interp.atomic import atomic_write_bytes
 
 
 @pytest.fixture
