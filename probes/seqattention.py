@@ -97,7 +97,7 @@ def seq_sink_stats(patterns: Tensor, values: list[Tensor], W_O: list[Tensor], re
     return out
 
 
-@probe("attention.seq_sinks", version=1)
+@probe("attention.seq_sinks", version=1, tasks=("sequence",))  # grid runs: attention.sinks
 def attention_seq_sinks(ctx: ProbeContext) -> dict[str, Any]:
     """First-token (BOS) sink per query type: Gu et al. 2025's sink rate without query 0, attention on
     the first token per head, effective attended tokens per query type, value-state drain, residual

@@ -152,7 +152,7 @@ def test_probe_applicability_by_task():
     assert embed.reason_skipped(grid) == "" and embed.reason_skipped(sparse) == ""
     assert "bigram_backcopy" in embed.reason_skipped(bigram)
     assert REGISTRY["fourier.neurons"].reason_skipped(sparse)
-    assert not REGISTRY["attention.seq_sinks"].reason_skipped(grid)
+    assert REGISTRY["attention.seq_sinks"].reason_skipped(grid)  # the grid has attention.sinks
     cfg = TrainConfig(seq_task="sparse_sum", p=7, seq_len=8, n_train=50, n_test=20, d_model=16, n_heads=2, d_head=8,
                       d_mlp=32)
     out = probes.measure(cfg.build_model(), cfg.task())
