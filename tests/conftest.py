@@ -53,3 +53,15 @@ def tiny_run_copy(tiny_run_path, tmp_path) -> Run:
 def short_config():
     """A few-hundred-step tiny config for tests that only need a valid run."""
     return preset("tiny").replace(n_steps=60, ckpt_dense_until=20, ckpt_log_count=5, ckpt_every=20)
+
+
+@pytest.fixture
+def clear_streamlit_caches():
+    """Empty Streamlit's data and resource caches before and after a test (AppTest shares them)."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -37,12 +36,8 @@ def probed_run(tiny_run_path, tmp_path_factory) -> Run:
 
 
 @pytest.fixture(autouse=True)
-def _clear_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+def _clear_caches(clear_streamlit_caches):
+    """Streamlit's caches, emptied around every test of this module."""
 
 
 def app(monkeypatch, *runs, root: Path | None = None, query: dict | None = None) -> AppTest:

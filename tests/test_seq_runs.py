@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import probes
@@ -65,12 +64,8 @@ def test_diff_refuses_clearly(seq_run):
 
 
 @pytest.fixture(autouse=True)
-def _clear_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+def _clear_caches(clear_streamlit_caches):
+    """Streamlit's caches, emptied around every test of this module."""
 
 
 @pytest.mark.parametrize("page", ["overview", "fourier", "progress", "attention", "diff", "compare"])
