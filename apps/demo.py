@@ -4,7 +4,7 @@ The demo is an entry point: it applies the process settings (:func:`interp.perf.
 itself. Every stage is idempotent: a finished run is not retrained (an interrupted one is resumed),
 probes already cached are skipped, so running the demo twice costs seconds.
 
-    python -m apps.demo [--out checkpoints/demo] [--no-app] [--port 8501]
+    python -m apps.demo [--out checkpoints/demo] [--preset demo] [--no-app] [--port 8501]
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from interp.perf import reuse_freed_memory
 from probes.diff import compare, transition_steps
 
 
-def train_or_resume(path: Path) -> Run:
+def train_or_resume(path: Path, preset_name: str = "demo") -> Run:
     if (path / "run.json").exists():
         print(f"[demo] {path} exists: resuming it if unfinished")
         return resume(path)
-    print(f"[demo] training the demo preset into {path} (Grokfast EMA; groks in about 2k steps)")
-    return train(preset("demo"), path, name="demo")
+    print(f"[demo] training the {preset_name} preset into {path}")
+    return train(preset(preset_name), path, name=path.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="checkpoints/demo", type=Path)
     ap.add_argument("--no-app", action="store_true", help="stop before starting the dashboard")
     ap.add_argument("--port", type=int, default=8501)
+    ap.add_argument("--preset", default="demo", help="preset to train (default demo: Grokfast EMA, groks in ~2k steps)")
     args = ap.parse_args(argv)
     reuse_freed_memory()
 
-    run = train_or_resume(args.out)
+    run = train_or_resume(args.out, args.preset)
     s = run.summary()
     print(f"[demo] train acc {s['train_acc']:.3f} (100% at step {s['memorized_step']}), "
           f"test acc {s['test_acc']:.3f} (≥99% at step {s['grokked_step']})")
