@@ -7,12 +7,16 @@
 Module dependency order: each module imports only modules before it (never ``probes`` or
 ``apps``, and never this package ``interp`` itself)::
 
-    errors → tasks → model → config → metrics → store → hooks → grokfast → loop → train
-    → batched → sweep (→ phase, diff, bridge, perf: leaves over the above)
+    errors → tasks, seqtasks → model (fastpath, readout, seqforward) → config → limits → numerics
+    → losses → metrics → integrity, atomic, generations, locking → store → hooks → grokfast, optim
+    → loop → train → batched → interventions → fork → sweep_backends → sweep;  bridge, perf
 
 * ``errors``: ConfigError, StoreError, CorruptCheckpointError.
 * ``config``: TrainConfig, parse_field, PRESETS/preset, checkpoint_steps, lr_at.
 * ``metrics``: GROK_THRESHOLD, METRIC_COLUMNS, grok_steps, final_values.
+* ``numerics``, ``losses``: the training loss, whose gradient holds no subnormal float.
+* ``atomic``, ``integrity``, ``generations``, ``locking``: checksummed atomic files, two generations of
+  state and metrics, one writer per run.
 * ``store``: Run (run directories, checkpoints, resume state).
 * ``hooks``: TrainHook protocol, Hook base, the built-in hooks.
 * ``grokfast``: the Grokfast gradient filters.
