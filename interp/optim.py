@@ -29,7 +29,7 @@ _EPS = 1e-30
 
 def build_optimizer(cfg: TrainConfig, params: Sequence[Tensor]) -> torch.optim.Optimizer:
     """The optimizer ``cfg.optimizer`` over ``params`` (AdamW with the fused CPU kernel by default)."""
-    kind = getattr(cfg, "optimizer", "adamw")
+    kind = cfg.optimizer
     if kind == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=0.0, fused=True)
     if kind == "sgd":
@@ -40,13 +40,12 @@ def build_optimizer(cfg: TrainConfig, params: Sequence[Tensor]) -> torch.optim.O
 
 def is_plain(cfg: TrainConfig) -> bool:
     """True when ``cfg`` uses none of this module's options (what the batched trainer implements)."""
-    return (getattr(cfg, "optimizer", "adamw") == "adamw" and not getattr(cfg, "orthograd", False)
-            and not getattr(cfg, "frozen", ""))
+    return cfg.optimizer == "adamw" and not cfg.orthograd and not cfg.frozen
 
 
 def frozen_names(cfg: TrainConfig, names: Sequence[str]) -> set[str]:
     """The parameter names ``cfg.frozen`` selects."""
-    prefixes = [p.strip() for p in getattr(cfg, "frozen", "").split(",") if p.strip()]
+    prefixes = [p.strip() for p in cfg.frozen.split(",") if p.strip()]
     return {n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)}
 
 
@@ -70,5 +69,5 @@ def apply_gradient_options(cfg: TrainConfig, named_params: Sequence[tuple[str, T
     for n, p in named_params:
         if n in frozen:
             p.grad = None
-    if getattr(cfg, "orthograd", False):
+    if cfg.orthograd:
         orthogonalize_([p for _, p in named_params])

@@ -14,6 +14,7 @@ import sys
 from apps.cli import app, diff, fork, importer, probe, runs, sweep, train
 from apps.cli.common import UsageError
 from interp.errors import ConfigError, StoreError
+from interp.perf import configure_process
 
 COMMANDS = (train, fork, runs, probe, importer, diff, sweep, app)
 EXPECTED_ERRORS = (ConfigError, StoreError, UsageError, OSError)  # OSError: unwritable, missing, full disk
@@ -35,24 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def apply_process_settings(threads: int = 0) -> None:
-    """Keep freed memory for reuse (glibc) and, when ``threads`` > 0, set torch's CPU threads."""
-    from interp.perf import reuse_freed_memory
-
-    reuse_freed_memory()
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "threads", 0) and args.threads < 0:
             raise UsageError(f"--threads: must be >= 0 (0: torch's default), got {args.threads}")
         if getattr(args, "process_settings", False):
-            apply_process_settings(getattr(args, "threads", 0))
+            configure_process(getattr(args, "threads", 0) or None)  # 0: torch's default
         return int(args.func(args) or 0)
     except EXPECTED_ERRORS as e:
         print(f"grokscope: error: {e}", file=sys.stderr)
