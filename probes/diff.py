@@ -27,6 +27,11 @@ A report has five parts, each "before" (checkpoint A) and "after" (checkpoint B)
 * **representation**: linear CKA (Kornblith et al. 2019) between the two checkpoints' MLP activations
   and residual streams over the full input grid.
 
+On sequence tasks (issue 13) the report is reduced (:mod:`probes.diff_seq`): behaviour over the
+train and test sets, weights and spectra, the sink measures of ``attention.seq_sinks`` with the
+readout query's sparsity, CKA over the fixed probe batch, and a line for each grid section that does
+not apply, saying why.
+
 Across runs neurons, heads and parameter coordinates are not aligned (any permutation of the hidden
 units is the same function), so only basis-free quantities are compared: norms, singular values,
 frequency spectra and key-frequency sets, CKA, losses. The report says so in its notes.
@@ -63,11 +68,13 @@ from probes.diff_sections import (
     spectra,
     weight_stats,
 )
+from probes.diff_seq import compare_seq
 from probes.steps import parse_step
 
 __all__ = [
     "BOTH_RIGHT", "BOTH_WRONG", "INVALID", "RIGHT_TO_WRONG", "TOP_K", "WRONG_TO_RIGHT", "Checkpoint", "DiffReport",
-    "compare", "fmt", "fmt_set", "linear_cka", "open_run", "prediction_flips", "summarize", "transition_steps",
+    "compare", "fmt", "fmt_set", "linear_cka", "open_run", "prediction_flips", "summarize", "summarize_seq",
+    "transition_steps",
 ]
 
 
@@ -169,11 +176,14 @@ def compare(a: Checkpoint | tuple[Run, int], b: Checkpoint | tuple[Run, int], *,
     """Compare checkpoint ``a`` (before) with ``b`` (after); see the module docstring for the contents.
     ``params`` overrides probe parameters (``probes.DEFAULT_PARAMS``)."""
     ca, cb = Checkpoint.of(a), Checkpoint.of(b)
-    seq = [c.run.train_config.seq_task for c in (ca, cb) if c.run.train_config.seq_task is not None]
-    if seq:  # issue 13: the report's sections read the p×p grid (Fourier, flips, restricted loss)
-        raise ConfigError(f"diff: the checkpoint diff covers the p×p grid tasks; sequence task {seq[0]!r} "
-                          "is not supported yet (its attention, sinks and sparsity are on the Attention page "
-                          "and in `grokscope probe`)")
+    seq = [c.run.train_config.seq_task is not None for c in (ca, cb)]
+    if any(seq):  # issue 13: sequence tasks get the reduced report of probes.diff_seq
+        if not all(seq):
+            raise ConfigError("diff: one checkpoint is a grid task and the other a sequence task; compare "
+                              "checkpoints of the same kind of task")
+        data = compare_seq(ca, cb, top_k, params)
+        data["summary"] = summarize_seq(data)
+        return DiffReport(data=data)
     sa, sb = Side.measure(ca.run, ca.step, params), Side.measure(cb.run, cb.step, params)
     same_run = ca.run.path.resolve() == cb.run.path.resolve()
     same_shapes = ({k: v.shape for k, v in sa.state_dict.items()} == {k: v.shape for k, v in sb.state_dict.items()})
@@ -192,7 +202,7 @@ def compare(a: Checkpoint | tuple[Run, int], b: Checkpoint | tuple[Run, int], *,
         notes.append(f"The tasks differ ({sa.task.op} mod {sa.task.p} vs {sb.task.op} mod {sb.task.p}): prediction "
                      f"flips{'' if same_inputs else ' and CKA over the input grid'} are omitted.")
     data: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
+        "schema": SCHEMA_VERSION, "kind": "grid",
         "a": sa.describe(), "b": sb.describe(),
         "same_run": same_run, "aligned": aligned, "same_inputs": same_inputs, "same_task": same_task, "notes": notes,
         "params": plain({k: v for k, v in sa.params.items() if isinstance(v, int | float | str)}),
@@ -270,21 +280,47 @@ def summarize(d: dict[str, Any]) -> list[str]:
                f"W_L {fmt(g['logit_map']['gini']['a'])} → {fmt(g['logit_map']['gini']['b'])}; restricted loss "
                f"{fmt(m['logit.restricted_loss']['a'])} → {fmt(m['logit.restricted_loss']['b'])}, excluded loss "
                f"{fmt(m['logit.excluded_loss']['a'])} → {fmt(m['logit.excluded_loss']['b'])}.")
-    w = [r for r in d["weights"] if r["delta"] is not None]
-    ssq = m["ssq_total"]
-    if w:
-        tot = math.sqrt(sum(r["delta"] ** 2 for r in w)) / math.sqrt(sum(r["norm_a"] ** 2 for r in w) or 1)
-        top = max(w, key=lambda r: r["rel_change"] or 0)
-        out.append(f"Weights moved by {100 * tot:.1f}% of their norm (most: {top['name']}, "
-                   f"{100 * (top['rel_change'] or 0):.1f}%); "
-                   f"{_movement('sum of squared weights', ssq['a'], ssq['b'])}.")
-    else:
-        out.append(f"{_movement('Sum of squared weights', ssq['a'], ssq['b'])}.")
+    out.append(_weight_sentence(d, m["ssq_total"]))
     flips = d["behaviour"].get("flips")
     if flips:
         c = flips["counts"].get("test", flips["counts"]["all"])
         where = "test" if "test" in flips["counts"] else "grid"
         out.append(f"{c['wrong_to_right']} {where} inputs went wrong → right and {c['right_to_wrong']} right → wrong.")
+    rep = d["representation"]
+    if rep:
+        out.append("Linear CKA between the checkpoints: " + "; ".join(
+            f"{r['what']}: {fmt(r['cka'])}" for r in rep) + ".")
+    return out
+
+
+def _weight_sentence(d: dict[str, Any], ssq: dict[str, Any]) -> str:
+    w = [r for r in d["weights"] if r["delta"] is not None]
+    if not w:
+        return f"{_movement('Sum of squared weights', ssq['a'], ssq['b'])}."
+    tot = math.sqrt(sum(r["delta"] ** 2 for r in w)) / math.sqrt(sum(r["norm_a"] ** 2 for r in w) or 1)
+    top = max(w, key=lambda r: r["rel_change"] or 0)
+    return (f"Weights moved by {100 * tot:.1f}% of their norm (most: {top['name']}, "
+            f"{100 * (top['rel_change'] or 0):.1f}%); {_movement('sum of squared weights', ssq['a'], ssq['b'])}.")
+
+
+def summarize_seq(d: dict[str, Any]) -> list[str]:
+    """Plain-language sentences for a sequence-task report (:mod:`probes.diff_seq`)."""
+    m = {r["name"]: r for r in d["behaviour"]["metrics"]}
+    out = [f"{_movement('Test loss', m['test_loss']['a'], m['test_loss']['b'])}; "
+           f"{_movement('test accuracy', m['test_acc']['a'], m['test_acc']['b'], pct=True)} "
+           f"(train loss {fmt(m['train_loss']['a'])} → {fmt(m['train_loss']['b'])}, train accuracy "
+           f"{100 * (m['train_acc']['a'] or 0):.1f}% → {100 * (m['train_acc']['b'] or 0):.1f}%)."]
+    s = d["sinks"]
+    rates = [f"{t.replace('_', '-')} queries {fmt(s['by_type'][t]['sink_rate']['a'])}% → "
+             f"{fmt(s['by_type'][t]['sink_rate']['b'])}%" for t in s["query_types"]]
+    out.append(f"Sink rate on {s['first_token']} (ε = {s['epsilon']}): " + "; ".join(rates) + ".")
+    out.append(f"Value-state drain: {s['first_token']}'s value norm over the others' "
+               f"{fmt(s['value_ratio']['a'])} → {fmt(s['value_ratio']['b'])}; residual-state peak: largest "
+               f"{s['first_token']}/others residual-norm ratio {fmt(s['resid_ratio']['a'])} → "
+               f"{fmt(s['resid_ratio']['b'])}.")
+    eff = s["readout_eff_tokens"]
+    out.append(f"{_movement('Readout query effective attended tokens', eff['a'], eff['b'])} (of {s['n_keys']} keys).")
+    out.append(_weight_sentence(d, m["ssq_total"]))
     rep = d["representation"]
     if rep:
         out.append("Linear CKA between the checkpoints: " + "; ".join(

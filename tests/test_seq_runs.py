@@ -56,11 +56,37 @@ def test_batched_refuses_sequence_tasks(seq_run, tmp_path):
         BatchedTrainer([cfg], [create_run(cfg, tmp_path / "b")])
 
 
-def test_diff_refuses_clearly(seq_run):
+def test_diff_reduced_report(seq_run, tmp_path):
+    """A sequence run's diff: behaviour, weights, sinks and CKA, and one line on why Fourier is absent;
+    Markdown, HTML and JSON (read back, it renders the same)."""
+    from apps.cli.main import main
+    from apps.report import to_html, to_markdown
+    from probes.diff import DiffReport, compare
+
+    report = compare((seq_run, seq_run.steps[0]), (seq_run, seq_run.steps[-1]))
+    d = report.data
+    assert d["kind"] == "sequence" and "fourier" not in d and d["representation"]
+    rates = d["sinks"]["by_type"]["non_trigger"]["sink_rate"]
+    assert rates["a"] < 20 and rates["b"] > 80
+    md, page = to_markdown(report), to_html(report)
+    assert "## Attention and sinks" in md and "non-trigger queries" in md and "## Representation similarity" in md
+    assert "Task bigram\\_backcopy has no modular structure" in md.split("## Fourier")[1].split("##")[0]
+    assert "id='sinks'" in page and "no modular structure" in page and "<code>&lt;bos&gt;</code>" in page
+    back = DiffReport.from_dict(json.loads(report.to_json()))
+    assert to_markdown(back) == md
+    out = {k: tmp_path / f"r.{k}" for k in ("md", "html", "json")}
+    flags = [x for k, v in out.items() for x in (f"--{k}", str(v))]
+    assert main(["diff", str(seq_run.path), "--from", "first", "--to", "last", *flags]) == 0
+    assert json.loads(out["json"].read_text())["kind"] == "sequence"
+    assert "Attention and sinks" in out["html"].read_text() and "## Fourier" in out["md"].read_text()
+
+
+def test_diff_refuses_grid_against_sequence(seq_run, tmp_path):
     from probes.diff import compare
 
-    with pytest.raises(ConfigError, match="sequence task 'bigram_backcopy'"):
-        compare((seq_run, seq_run.steps[1]), (seq_run, seq_run.steps[-1]))
+    grid = train(preset("tiny").replace(n_steps=10), tmp_path / "grid", progress=False)
+    with pytest.raises(ConfigError, match="grid task and the other a sequence task"):
+        compare((grid, 0), (seq_run, seq_run.steps[-1]))
 
 
 @pytest.fixture(autouse=True)
