@@ -12,6 +12,10 @@ For logits z_i [o] and labels y_i of the N training examples, at a floating-poin
   only scales the logits); ``nlm_cosine_unembed`` is the same in weight space for the unembedding
   W_U (logits = r W_U, so W_U is the direction that scales them): cos(−∇_{W_U} L, W_U).
 
+On sequence tasks (issue 13) the rows are every loss-carrying position of the first
+:data:`SEQ_TRAIN_INPUTS` inputs of the run's fixed train set (all of them for smaller sets): one
+row per (input, position) with its target, the same statistics over those rows, in one forward.
+
 Precisions: ``float32`` (the weights') and ``float64`` (the default loss precision,
 ``TrainConfig.loss_dtype``), both reported.
 """
@@ -24,6 +28,7 @@ from torch import Tensor
 from probes.registry import ProbeContext, probe
 
 PRECISIONS = ("float32", "float64")
+SEQ_TRAIN_INPUTS = 1024  # sequence tasks: train inputs measured (every loss-carrying position of each)
 
 
 def collapse_fractions(logits: Tensor, labels: Tensor, dtype: torch.dtype) -> dict[str, float]:
@@ -51,21 +56,49 @@ def nlm_cosine_unembed(resid: Tensor, W_U: Tensor, labels: Tensor) -> float:
     return torch.nn.functional.cosine_similarity(descent.flatten(), W.flatten(), dim=0).item()
 
 
-@probe("stability.collapse", version=1, tasks=("grid",))  # reads the grid's train split and labels
-def stability_probe(ctx: ProbeContext) -> dict:
-    """Softmax collapse and zero-loss fractions (float32, float64) and NLM cosines on the train
-    split (Prieto et al. 2025, arXiv:2501.04697)."""
-    idx = ctx.task.train_idx
-    z, y = ctx.logits[idx], ctx.labels[idx]
+def stability_stats(z: Tensor, y: Tensor, resid: Tensor | None, W_U: Tensor | None) -> dict[str, float]:
+    """The probe's outputs from logit rows z [M, o], labels y [M] and (when the logits are exactly
+    resid W_U) the residual rows [M, d] and W_U."""
     out: dict[str, float] = {}
     for name in PRECISIONS:
         for k, v in collapse_fractions(z, y, getattr(torch, name)).items():
             out[f"{k}.{name}"] = v
     out["nlm_cosine"] = nlm_cosine(z, y)
-    layer = ctx.model.cfg.n_layers - 1
-    resid_key = f"blocks.{layer}.hook_resid_post"
-    W_U = getattr(getattr(ctx.model, "unembed", None), "W_U", None)
-    linear = not getattr(ctx.model.cfg, "layernorm", False) and getattr(ctx.model.unembed, "b_U", None) is None
-    if W_U is not None and linear and resid_key in ctx.cache.keys():  # logits = resid W_U exactly
-        out["nlm_cosine_unembed"] = nlm_cosine_unembed(ctx.cache[resid_key][:, -1][idx], W_U.detach(), y)
+    if resid is not None and W_U is not None:
+        out["nlm_cosine_unembed"] = nlm_cosine_unembed(resid, W_U, y)
     return out
+
+
+def _linear_unembed(model) -> Tensor | None:
+    """W_U when the logits are exactly resid_post W_U (no final LayerNorm, no unembedding bias)."""
+    W_U = getattr(getattr(model, "unembed", None), "W_U", None)
+    linear = not getattr(model.cfg, "layernorm", False) and getattr(model.unembed, "b_U", None) is None
+    return W_U.detach() if W_U is not None and linear else None
+
+
+def _sequence_rows(ctx: ProbeContext) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits [M, o], targets [M] and last-layer resid_post [M, d] at every loss-carrying position of
+    the first :data:`SEQ_TRAIN_INPUTS` train inputs, from one hooked forward."""
+    task = ctx.task
+    idx = task.train_idx[:SEQ_TRAIN_INPUTS]
+    x, y = task.inputs[idx], task.targets[idx]
+    keep = task.loss_mask[idx]
+    resid_key = f"blocks.{ctx.model.cfg.n_layers - 1}.hook_resid_post"
+    logits, cache = ctx.model.run_with_cache(x, names_filter=resid_key)
+    return logits[keep], y[keep], cache[resid_key][keep]
+
+
+@probe("stability.collapse", version=1, tasks=("grid", "sequence"))
+def stability_probe(ctx: ProbeContext) -> dict:
+    """Softmax collapse and zero-loss fractions (float32, float64) and NLM cosines on the train
+    split (Prieto et al. 2025, arXiv:2501.04697); on sequence tasks at every loss-carrying position
+    of the train inputs (module docstring)."""
+    W_U = _linear_unembed(ctx.model)
+    if getattr(ctx.task, "kind", "grid") != "grid":
+        z, y, resid = _sequence_rows(ctx)
+        return stability_stats(z, y, resid, W_U)
+    idx = ctx.task.train_idx
+    z, y = ctx.logits[idx], ctx.labels[idx]
+    resid_key = f"blocks.{ctx.model.cfg.n_layers - 1}.hook_resid_post"
+    resid = ctx.cache[resid_key][:, -1][idx] if resid_key in ctx.cache.keys() else None
+    return stability_stats(z, y, resid, W_U)

@@ -60,3 +60,30 @@ def test_llc_probe_is_optional_and_records_its_settings():
     ctx = probes.ProbeContext(cfg.build_model().eval(), cfg.task(), params={"llc_chains": 1, "llc_draws": 5})
     out = llc.llc_probe(ctx)
     assert set(out) >= {"llc_mean", "llc_std", "setting.llc_lr", "setting.llc_draws"} and out["setting.llc_draws"] == 5
+
+
+def test_stability_probe_on_a_sequence_task_reads_every_loss_position():
+    """tiny_seq (next-token loss at every position): the probe's rows are the loss-carrying positions of
+    the first SEQ_TRAIN_INPUTS train inputs, and its numbers equal the functions applied to those rows."""
+    from probes.stability import PRECISIONS, SEQ_TRAIN_INPUTS
+
+    cfg = preset("tiny_seq")
+    torch.manual_seed(0)
+    model, task = cfg.build_model(), cfg.task()
+    out = probes.measure(model, task, names=["stability.collapse"])["stability.collapse"]
+    idx = task.train_idx[:SEQ_TRAIN_INPUTS]
+    with torch.no_grad():
+        logits = model(task.inputs[idx])
+    keep = task.loss_mask[idx]
+    assert keep.all()  # every position of bigram_backcopy carries loss
+    z, y = logits[keep], task.targets[idx][keep]
+    assert out["nlm_cosine"] == pytest.approx(nlm_cosine(z, y), rel=1e-6)
+    for name in PRECISIONS:
+        assert out[f"collapse.{name}"] == collapse_fractions(z, y, getattr(torch, name))["collapse"]
+    assert -1 <= out["nlm_cosine_unembed"] <= 1
+
+
+def test_stability_probe_on_a_last_position_sequence_task():
+    cfg = preset("sparse").replace(n_train=64, n_test=16)
+    out = probes.measure(cfg.build_model(), cfg.task(), names=["stability.collapse"])["stability.collapse"]
+    assert out["collapse.float64"] == 0.0 and -1 <= out["nlm_cosine"] <= 1
