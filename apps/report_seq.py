@@ -69,14 +69,16 @@ def stream_rows(d: dict[str, Any]) -> list[list[str]]:
             for i, label in enumerate(labels)]
 
 
-INTRO = ("Attention on the first token (`{tok}`) over the run's fixed probe batch, by query type, query 0 left "
+INTRO = ("Attention on the first token ({tok}) over the run's fixed probe batch, by query type, query 0 left "
          "out (it can only see the first token). Sink rate: Gu et al. 2025's share of heads whose mean attention "
          "to the first token exceeds ε = {eps}. Value drain and residual peak: Guo et al. 2024 (Active-Dormant "
          "attention heads). Massive activations: Sun et al. 2024.")
 
 
 def intro(d: dict[str, Any]) -> str:
-    return INTRO.format(tok=d["sinks"]["first_token"], eps=d["sinks"]["epsilon"])
+    tok = d["sinks"]["first_token"]
+    tok = f"`{tok}`" if tok == "<bos>" else "an ordinary token: the task has no BOS"
+    return INTRO.format(tok=tok, eps=d["sinks"]["epsilon"])
 
 
 def figures(d: dict[str, Any]) -> list[dict[str, Any]]:
