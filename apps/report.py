@@ -12,6 +12,8 @@ by :mod:`apps.report_sections` (tables from :mod:`apps.report_rows`, figures fro
 :mod:`apps.report_figures`, the sequence-task sinks from :mod:`apps.report_seq`). Grid reports have
 behaviour, Fourier, weights, attention and representation; sequence-task reports (issue 13) have
 behaviour, weights, attention and sinks and representation, and say why Fourier does not apply.
+A new section is a function ``(d, html) -> Section | None`` (see :class:`apps.report_sections.Section`)
+and one line in each renderer: ``parts += section_markdown(...)``, ``body += section_html(...)``.
 """
 
 from __future__ import annotations
