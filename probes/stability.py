@@ -28,7 +28,7 @@ from torch import Tensor
 from probes.registry import ProbeContext, probe
 
 PRECISIONS = ("float32", "float64")
-SEQ_TRAIN_INPUTS = 1024  # sequence tasks: train inputs measured (every loss-carrying position of each)
+SEQ_TRAIN_INPUTS = 512  # sequence tasks: train inputs measured (every loss-carrying position of each)
 
 
 def collapse_fractions(logits: Tensor, labels: Tensor, dtype: torch.dtype) -> dict[str, float]:
