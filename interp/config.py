@@ -223,7 +223,9 @@ PRESETS: dict[str, TrainConfig] = {
     # No residual-state peak: BOS's final residual norm 3.02 -> 3.59 while the others' grows 2.61 -> 6.39
     # (resid_ratio falls). 2- and 3-layer and 2-head variants (800-2,000 steps) form the sink in their last
     # layer but shrink BOS's residual norm too (2 layers, layer 1's resid_pre at step 2,000: BOS 0.95
-    # against 2.94); with LayerNorm no sink forms in 800 steps. 2,000 steps, 327 checkpoints, ~10 minutes.
+    # against 2.94); with LayerNorm and 2 layers, no sink in 800 steps at lr 3e-3, a partial one (non-trigger
+    # attention on BOS 0.39) by 1,500 at lr 1e-3, BOS's residual still below the others' (21.5 vs 25.5).
+    # 2,000 steps, 327 checkpoints, ~10 minutes.
     "sinks": TrainConfig(
         seq_task="bigram_backcopy", p=32, seq_len=32, n_triggers=3, bos=True, n_train=20_000, n_test=500,
         d_model=64, n_heads=1, d_head=64, d_mlp=256, lr=3e-3, weight_decay=0.0, batch_size=64, n_steps=2_000,
