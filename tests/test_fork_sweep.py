@@ -91,7 +91,7 @@ def test_intervention_axis_and_grid_errors(parent, tmp_path, capsys):
         sw.parse_grid(["fork_step=1,2"])
     with pytest.raises(ConfigError, match="unknown intervention"):
         sw.parse_grid(["intervene=none,bogus"], fork=True)
-    with pytest.raises(ConfigError, match="ran steps 0..60"):
+    with pytest.raises(ConfigError, match=r"ran steps 0\.\.60"):
         sw.run_fork(parent, [10, 999], out=tmp_path / "x", progress=False)
     with pytest.raises(ConfigError, match="task and architecture"):
         sw.run_fork(parent, [10], ["d_model=32,64"], out=tmp_path / "x", progress=False)
