@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from apps.report_theories import with_theories
 from probes.diff import BOTH_RIGHT, BOTH_WRONG, INVALID, RIGHT_TO_WRONG, WRONG_TO_RIGHT, DiffReport, fmt, fmt_set
 
 ARROW = "→"
@@ -463,3 +464,6 @@ def to_markdown(report: DiffReport | dict[str, Any]) -> str:
 def to_html(report: DiffReport | dict[str, Any]) -> str:
     """A report (or its ``data`` dict) as one self-contained HTML page."""
     return render_html(_data(report))
+
+
+render_markdown, render_html = with_theories(render_markdown, "md"), with_theories(render_html, "html")  # issue 15
