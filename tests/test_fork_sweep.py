@@ -99,3 +99,17 @@ def test_intervention_axis_and_grid_errors(parent, tmp_path, capsys):
     assert "--set changes it" in capsys.readouterr().err
     assert cli.main(["sweep", "--at", "10", "--grid", "seed=1"]) == 2
     assert "go together" in capsys.readouterr().err
+
+
+def test_compare_page_overlays_the_parent_with_its_sweep_members(parent, fork_sweep, monkeypatch):
+    """The dashboard's Compare page preselects the parent and every fork sweep member (found under the
+    runs root) and marks each fork step on the parent's step axis."""
+    from tests.test_dashboard import app, chart, goto
+
+    out, df = fork_sweep
+    at = goto(app(monkeypatch, root=parent.path.parent, query={"run": "parent"}), "compare")
+    chosen = at.multiselect(key="compare_runs").value
+    assert chosen[0] == str(parent.path) and sorted(chosen[1:]) == sorted(str(out / n) for n in df["name"])
+    spec = chart(at, "test acc")
+    forks = [s["x0"] for s in spec["layout"]["shapes"] if s.get("line", {}).get("dash") == "dashdot"]
+    assert sorted(forks) == sorted(2 * STEPS)
