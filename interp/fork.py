@@ -243,7 +243,7 @@ def fork_grid(run: Run | str | os.PathLike, steps: Sequence[int], grid: dict[str
     """One fork of ``run`` per step in ``steps`` and per point of ``grid`` (``{key: [values]}``,
     config fields or :data:`INTERVENE`; their product, see :func:`point_args`), trained one after
     another, named ``<parent>_fork<step>[_<key><value>...]`` beside the parent. A grid of forks
-    in a sweep directory, with its summary and plots: :func:`interp.sweep.run_fork`."""
+    in a sweep directory, with its summary and plots: :func:`interp.sweep_fork.run_fork`."""
     parent = run if isinstance(run, Run) else Run.open(run)
     keys = list(grid or {})
     if FORK_STEP in keys:

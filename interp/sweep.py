@@ -44,7 +44,7 @@ from interp.atomic import atomic_write_json, atomic_write_parquet, read_json
 from interp.config import TrainConfig, format_value
 from interp.config import parse_field as parse_config_field
 from interp.errors import ConfigError, StoreError
-from interp.fork import FORK_STEP, INTERVENE, check_grid, point_args, split_interventions
+from interp.fork import FORK_STEP, INTERVENE, point_args, split_interventions
 from interp.metrics import final_values, grok_steps
 from interp.store import DEFAULT_ROOT, Run
 from interp.sweep_backends import (
@@ -60,7 +60,7 @@ from interp.sweep_backends import (
 __all__ = [
     "BACKENDS", "COMPREHENSION", "DELAY_FACTOR", "FORK_AXES", "GROKKING", "MEMORIZATION", "NO_LEARNING", "OUTCOMES",
     "Member", "Sweep", "SweepError", "classify", "default_out", "default_workers", "find_sweeps", "format_value",
-    "member_status", "members", "parse_grid", "run", "run_fork", "summarize", "train_member", "train_members_batched",
+    "member_status", "members", "parse_grid", "run", "summarize", "train_member", "train_members_batched",
 ]
 
 #: a summary column computed per complete run: name -> function(run) -> value
@@ -74,7 +74,7 @@ FORMAT_VERSION = 1
 BACKENDS = ("local", "local-pool", "local-batched", "ray")
 #: swept parameters that only repeat an experiment (aggregated over in plots)
 REPLICATE_KEYS = ("seed", "data_seed")
-#: grid axes of a fork sweep that are not config fields (:func:`run_fork`)
+#: grid axes of a fork sweep that are not config fields (:func:`interp.sweep_fork.run_fork`)
 FORK_AXES = (FORK_STEP, INTERVENE)
 
 # outcome classes (Liu et al. 2022, "Towards Understanding Grokking: An Effective Theory of
@@ -313,7 +313,7 @@ def run(base_config: TrainConfig, grid: Mapping[str, Any] | Iterable[str], *, ou
     (default: the cores this process may use). ``address``: the Ray cluster (``None``: a
     local Ray instance, unless one is already initialised). ``device``/``max_batch``: for
     ``local-batched``. ``num_gpus``/``max_retries``: Ray task options. ``columns``: extra
-    summary columns (:func:`summarize`). ``fork``: a fork sweep (see :func:`run_fork`).
+    summary columns (:func:`summarize`). ``fork``: a fork sweep (see :func:`interp.sweep_fork.run_fork`).
 
     Complete members are skipped, unfinished ones resumed. The returned DataFrame is
     :func:`summarize`'s table plus an ``action`` column (trained / resumed / skipped /
@@ -348,33 +348,6 @@ def run(base_config: TrainConfig, grid: Mapping[str, Any] | Iterable[str], *, ou
         raise SweepError(f"{len(report.failures)} of {len(mems)} members failed "
                          f"(tracebacks in {out / FAILURES_FILE}):\n" + "\n".join(report.failures))
     return df
-
-
-def run_fork(parent: Run | str | os.PathLike, steps: Sequence[int], grid: Mapping[str, Any] | Iterable[str] = (), *,
-             set: Sequence[str] = (), interventions: Sequence[str] = (), out: str | os.PathLike | None = None,
-             **kwargs: Any) -> pd.DataFrame:
-    """A fork sweep: fork ``parent`` (:func:`interp.fork.fork`) at every step of ``steps`` and
-    every point of ``grid`` (config fields and :data:`INTERVENE`, see :func:`parse_grid`), with
-    ``set`` and ``interventions`` applied to every member, and summarise it like any sweep
-    (the fork step is the grid's first axis, :data:`FORK_STEP`). ``out``: default
-    ``<parent>_forks_<axes>`` beside the parent. Other arguments as :func:`run`."""
-    parent = parent if isinstance(parent, Run) else Run.open(parent)
-    g = parse_grid(grid, fork=True) if grid else {}
-    if FORK_STEP in g:
-        raise ConfigError(f"--grid {FORK_STEP}: give the fork steps as the steps (--at)")
-    g = {**parse_grid({FORK_STEP: [str(s) for s in steps]}, fork=True), **g}
-    check_grid(parent, g[FORK_STEP], [*g, *(s.partition("=")[0].strip() for s in set)])
-    for spec in interventions:
-        split_interventions(spec)  # an unknown name fails before any directory is made
-    spec = {"parent": str(parent.path.resolve()), "parent_name": parent.name, "set": list(set),
-            "interventions": list(interventions)}
-    out = Path(out) if out is not None else default_fork_out(parent.path, g)
-    return run(parent.train_config.with_overrides(set), g, out=out, fork=spec, **kwargs)
-
-
-def default_fork_out(parent: str | os.PathLike, axes: Iterable[str]) -> Path:
-    """``<parent>_forks_<axes>`` beside the parent: a fork sweep's default directory."""
-    return Path(parent).parent / f"{Path(parent).name}_forks_{'_'.join(axes)}"
 
 
 def default_out(preset_name: str | None, grid: Mapping[str, Any]) -> Path:

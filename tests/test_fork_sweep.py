@@ -1,5 +1,5 @@
 """Fork sweeps (issue 15): one parent forked at a grid of steps × config values / interventions,
-run through the sweep machinery (interp.sweep.run_fork, ``grokscope sweep --fork``)."""
+run through the sweep machinery (interp.sweep_fork.run_fork, ``grokscope sweep --fork``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from interp import sweep as sw
 from interp.errors import ConfigError, StoreError
 from interp.fork import point_args, split_interventions
 from interp.sweep_backends import member_status
+from interp.sweep_fork import run_fork
 from probes import sweep_summary
 
 STEPS = [20, 40]
@@ -29,7 +30,7 @@ def parent(tmp_path_factory) -> Run:
 @pytest.fixture(scope="module")
 def fork_sweep(parent):
     out = parent.path.parent / "sweep"
-    df = sw.run_fork(parent, STEPS, GRID, out=out, backend="local-pool", workers=1, progress=False,
+    df = run_fork(parent, STEPS, GRID, out=out, backend="local-pool", workers=1, progress=False,
                      columns=sweep_summary.columns(out))
     return out, df
 
@@ -92,9 +93,9 @@ def test_intervention_axis_and_grid_errors(parent, tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown intervention"):
         sw.parse_grid(["intervene=none,bogus"], fork=True)
     with pytest.raises(ConfigError, match=r"ran steps 0\.\.60"):
-        sw.run_fork(parent, [10, 999], out=tmp_path / "x", progress=False)
+        run_fork(parent, [10, 999], out=tmp_path / "x", progress=False)
     with pytest.raises(ConfigError, match="task and architecture"):
-        sw.run_fork(parent, [10], ["d_model=32,64"], out=tmp_path / "x", progress=False)
+        run_fork(parent, [10], ["d_model=32,64"], out=tmp_path / "x", progress=False)
     assert cli.main(["sweep", "--fork", str(parent.path), "--at", "10", "--preset", "tiny"]) == 2
     assert "--set changes it" in capsys.readouterr().err
     assert cli.main(["sweep", "--at", "10", "--grid", "seed=1"]) == 2

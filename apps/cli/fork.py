@@ -6,7 +6,7 @@
     grokscope fork RUN --at 1000 --grid intervene=none,stablemax+orthograd,ablate:top
 
 The same grid as a sweep directory with a summary table and plots: ``grokscope sweep --fork RUN
---at ... --grid ...`` (:func:`interp.sweep.run_fork`); both read ``--grid`` with
+--at ... --grid ...`` (:func:`interp.sweep_fork.run_fork`); both read ``--grid`` with
 :func:`interp.sweep.parse_grid` and make each fork's arguments with :func:`interp.fork.point_args`.
 
 Interventions (``interp.interventions``): wd:V, lr:V, optimizer:adamw|adam|sgd, grokfast:ema|ma|none,

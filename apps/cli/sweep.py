@@ -111,9 +111,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_fork(args: argparse.Namespace) -> int:
-    """``--fork RUN --at ...``: a fork sweep (:func:`interp.sweep.run_fork`)."""
+    """``--fork RUN --at ...``: a fork sweep (:func:`interp.sweep_fork.run_fork`)."""
     from apps.cli.fork import parse_steps
-    from interp.sweep import FORK_STEP, SUMMARY_FILE, SweepError, default_fork_out, run_fork
+    from interp.sweep import FORK_STEP, SUMMARY_FILE, SweepError
+    from interp.sweep_fork import default_fork_out, run_fork
     from probes import sweep_summary
 
     sets = [*(args.set or []), *([f"n_steps={args.steps}"] if args.steps is not None else []),
