@@ -12,6 +12,7 @@ from interp import Run, preset, train
 from interp import sweep as sw
 from interp.errors import ConfigError, StoreError
 from interp.fork import point_args, split_interventions
+from interp.interventions import frequency_norms
 from interp.sweep_backends import member_status
 from interp.sweep_fork import run_fork
 from probes import sweep_summary
@@ -114,3 +115,17 @@ def test_compare_page_overlays_the_parent_with_its_sweep_members(parent, fork_sw
     spec = chart(at, "test acc")
     forks = [s["x0"] for s in spec["layout"]["shapes"] if s.get("line", {}).get("dash") == "dashdot"]
     assert sorted(forks) == sorted(2 * STEPS)
+
+
+def test_interventions_as_an_axis_and_for_every_member(parent):
+    out = parent.path.parent / "sweep_intervene"
+    df = run_fork(parent, [40], ["intervene=none,ablate:top"], interventions=["wd:0"], out=out, workers=1,
+                  progress=False)
+    assert sorted(df["name"]) == ["fork_step=40,intervene=ablate:top", "fork_step=40,intervene=none"]
+    plain, ablated = (Run.open(out / f"fork_step=40,intervene={v}") for v in ("none", "ablate:top"))
+    assert plain.meta["fork"]["interventions"] == ["wd:0"]
+    assert ablated.meta["fork"]["interventions"] == ["wd:0", "ablate:top"]
+    assert plain.train_config.weight_decay == ablated.train_config.weight_decay == 0
+    k = ablated.meta["fork"]["changes"]["ablate"]["frequencies"][0]
+    norms = frequency_norms(ablated.state_dict_at(40)["embed.W_E"], ablated.train_config.p)
+    assert norms[k - 1] < 1e-5 < frequency_norms(plain.state_dict_at(40)["embed.W_E"], plain.train_config.p)[k - 1]
