@@ -66,6 +66,10 @@ def md_text(s: Any) -> str:
     return "\\" + text if text[:1] in ("#", "+", "-", "!", ">", "=") else text
 
 
+def _md_cell(s: Any) -> str:
+    return html.escape(" ".join(str(s).splitlines()), quote=False).replace("|", "\\|")
+
+
 def markdown_lines(d: dict[str, Any]) -> list[str]:
     """The section as Markdown lines."""
     out = [f"## {TITLE}", ""]
@@ -76,7 +80,7 @@ def markdown_lines(d: dict[str, Any]) -> list[str]:
     for part in parts:
         head, spread, missing = _lines(part)
         out += [md_text(head), "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        out += ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows(part)]
+        out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows(part)]
         out += ["", spread, "", md_text(missing), ""]
     return out
 

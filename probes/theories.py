@@ -114,7 +114,7 @@ def missing_measures(curves: Mapping[str, pd.Series]) -> list[dict[str, str]]:
     out = [] if "test_loss" in curves else [{"measure": "test_loss", "probe": "", "how": "train the run"}]
     for name, probe_name, _ in PROBE_MEASURES:
         if name not in curves:
-            extra = " (pip install 'grokscope[llc]')" if probe_name == "llc" else ""
+            extra = "; needs pip install 'grokscope[llc]'" if probe_name == "llc" else ""
             how = f"grokscope probe RUN {probe_name}{extra}"
             out.append({"measure": name, "probe": probe_name, "how": how})
     return out
