@@ -66,6 +66,12 @@ def md_text(s: Any) -> str:
     return "\\" + text if text[:1] in ("#", "+", "-", "!", ">", "=") else text
 
 
+def _absent(d: dict[str, Any]) -> str:
+    if d.get("kind") == "sequence":
+        return "Not computed for sequence tasks (the theories' measures are probes of the p×p grid tasks)."
+    return "Not in this report (written before the section existed)."
+
+
 def _md_cell(s: Any) -> str:
     return html.escape(" ".join(str(s).splitlines()), quote=False).replace("|", "\\|")
 
@@ -75,7 +81,7 @@ def markdown_lines(d: dict[str, Any]) -> list[str]:
     out = [f"## {TITLE}", ""]
     parts = d.get("theories")
     if parts is None:
-        return [*out, "Not in this report (written before the section existed).", ""]
+        return [*out, _absent(d), ""]
     out += [INTRO + parts[0]["rule"] + "." if parts else INTRO, ""]
     for part in parts:
         head, spread, missing = _lines(part)
@@ -120,7 +126,7 @@ def html_blocks(d: dict[str, Any], with_plotlyjs: bool) -> str:
     out = [f"<h2 id='theories'>{TITLE}</h2>"]
     parts = d.get("theories")
     if parts is None:
-        return out[0] + "<p>Not in this report (written before the section existed).</p>"
+        return out[0] + f"<p>{e(_absent(d))}</p>"
     out.append(f"<p>{e(INTRO + (parts[0]['rule'] + '.' if parts else ''))}</p>")
     for i, part in enumerate(parts):
         head, spread, missing = _lines(part)

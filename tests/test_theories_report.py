@@ -72,3 +72,5 @@ def test_report_without_the_section_still_renders(report):
     d = report.to_dict()
     del d["theories"]
     assert "Not in this report" in to_markdown(d) and "Not in this report" in to_html(d)
+    d["kind"] = "sequence"
+    assert "Not computed for sequence tasks" in to_markdown(d)
