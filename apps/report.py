@@ -25,6 +25,7 @@ from typing import Any
 
 from apps.report_rows import ARROW
 from apps.report_sections import Section, Table, attention, behaviour, fourier, representation, sinks, weights
+from apps.report_theories import with_theories
 from probes.diff import DiffReport
 
 __all__ = ["ARROW", "md_text", "render_html", "render_markdown", "to_html", "to_markdown"]
@@ -169,3 +170,6 @@ def to_markdown(report: DiffReport | dict[str, Any]) -> str:
 def to_html(report: DiffReport | dict[str, Any]) -> str:
     """A report (or its ``data`` dict) as one self-contained HTML page."""
     return render_html(_data(report))
+
+
+render_markdown, render_html = with_theories(render_markdown, "md"), with_theories(render_html, "html")  # issue 15

@@ -55,7 +55,8 @@ OUTCOME_COLORS = {COMPREHENSION: "#2ca02c", GROKKING: "#1f77b4", MEMORIZATION: "
 AXIS_TITLES = {"frac_train": "training fraction", "weight_decay": "weight decay", "p": "modulus p",
                "lr": "learning rate", "d_model": "d_model", "d_mlp": "d_mlp", "n_heads": "attention heads",
                "n_layers": "layers", "seed": "seed", "data_seed": "data seed", "grokfast_lamb": "Grokfast λ",
-               "batch_size": "batch size", "op": "operation", "n_steps": "training steps"}
+               "batch_size": "batch size", "op": "operation", "n_steps": "training steps",
+               "fork_step": "fork step", "intervene": "intervention"}
 
 
 def axis_title(key: str) -> str:
@@ -103,8 +104,8 @@ def phase_axes(grid: dict[str, list[Any]], x: str | None = None, y: str | None =
             from interp.errors import ConfigError
 
             raise ConfigError(f"{k}: not a swept parameter (swept: {', '.join(grid)})")
-    pref = [k for k in ("frac_train", "weight_decay") if k in keys] + [k for k in keys
-                                                                       if k not in ("frac_train", "weight_decay")]
+    first = ("fork_step", "frac_train", "weight_decay")  # fork sweeps: the fork step on x
+    pref = [k for k in first if k in keys] + [k for k in keys if k not in first]
     x = x or next((k for k in pref if k != y), None)
     y = y or next((k for k in pref if k != x), None)
     return (x, y) if x and y else None
@@ -148,39 +149,48 @@ def fig_phase_diagram(df: pd.DataFrame, grid: dict[str, list[Any]], x: str | Non
 
 
 # ====================================================================== steps to grok
+def _steps_x(grid: dict[str, list[Any]]) -> str | None:
+    """The x axis of steps to grok: frac_train, else a fork sweep's fork step (swept over 2+ values)."""
+    return next((k for k in ("frac_train", "fork_step") if len(grid.get(k, [])) > 1), None)
+
+
 def steps_to_grok(df: pd.DataFrame, grid: dict[str, list[Any]]) -> pd.DataFrame:
-    """Median / min / max ``grokked_step`` over the runs that grokked, per training fraction and
-    combination of the other varied parameters (``line``); n_grokked of n runs."""
-    lines = [k for k in varied(grid) if k != "frac_train"]
+    """Median / min / max ``grokked_step`` over the runs that grokked, per training fraction (fork
+    sweeps: per fork step) and combination of the other varied parameters (``line``); n_grokked
+    of n runs."""
+    x = _steps_x(grid) or "frac_train"
+    lines = [k for k in varied(grid) if k != x]
     rows = []
-    for key, cell in _complete(df).groupby([*lines, "frac_train"] if lines else ["frac_train"], sort=True):
+    for key, cell in _complete(df).groupby([*lines, x] if lines else [x], sort=True):
         key = key if isinstance(key, tuple) else (key,)
         g = cell["grokked_step"].dropna().astype(float)
-        rows.append({"line": _label(lines, key[:-1]), **dict(zip(lines, key[:-1])), "frac_train": key[-1],
+        rows.append({"line": _label(lines, key[:-1]), **dict(zip(lines, key[:-1])), x: key[-1],
                      "n": len(cell), "n_grokked": len(g), "median": g.median() if len(g) else math.nan,
                      "min": g.min() if len(g) else math.nan, "max": g.max() if len(g) else math.nan})
-    return pd.DataFrame(rows, columns=["line", *lines, "frac_train", "n", "n_grokked", "median", "min", "max"])
+    return pd.DataFrame(rows, columns=["line", *lines, x, "n", "n_grokked", "median", "min", "max"])
 
 
 def fig_steps_to_grok(df: pd.DataFrame, grid: dict[str, list[Any]]) -> go.Figure | None:
-    """Steps until test acc ≥ 99% vs training fraction (log y), one line per weight decay (per
-    combination of the other varied parameters); None unless frac_train is swept."""
-    if "frac_train" not in grid or len(grid["frac_train"]) < 2:
+    """Steps until test acc ≥ 99% vs training fraction (fork sweeps: vs fork step; log y), one
+    line per weight decay (per combination of the other varied parameters); None unless
+    frac_train (or the fork step) is swept."""
+    x = _steps_x(grid)
+    if x is None:
         return None
     table = steps_to_grok(df, grid)
     fig = go.Figure()
     for line, part in table.groupby("line", sort=False):
         part = part[part["n_grokked"] > 0]
         fig.add_trace(go.Scatter(
-            x=part["frac_train"], y=part["median"], mode="lines+markers", name=str(line),
+            x=part[x], y=part["median"], mode="lines+markers", name=str(line),
             error_y={"type": "data", "symmetric": False, "array": part["max"] - part["median"],
                      "arrayminus": part["median"] - part["min"]},
             text=[f"{a} of {b} grokked" for a, b in zip(part["n_grokked"], part["n"])],
-            hovertemplate="fraction %{x}<br>median step %{y}<br>%{text}<extra>%{fullData.name}</extra>",
+            hovertemplate=axis_title(x) + " %{x}<br>median step %{y}<br>%{text}<extra>%{fullData.name}</extra>",
         ))
     fig.update_layout(title="Steps to grok (test acc ≥ 99%; median over seeds, bars min–max)",
                       legend_title_text="line", height=460)
-    fig.update_xaxes(title_text="training fraction", type=_axis_type(grid["frac_train"]))
+    fig.update_xaxes(title_text=axis_title(x), type=_axis_type(grid[x]))
     fig.update_yaxes(title_text="steps until test acc ≥ 99%", type="log")
     return fig
 
@@ -288,7 +298,7 @@ def plot_sweep(path: str | os.PathLike, out: str | os.PathLike | None = None, de
     written, notes = [], []
     fig = fig_steps_to_grok(df, sweep.grid)
     if fig is None:
-        notes.append("steps-to-grok plot: needs frac_train swept over two or more values")
+        notes.append("steps-to-grok plot: needs frac_train (or a fork sweep's fork step) swept over two or more values")
     else:
         written += write_figure(fig, out / "steps_to_grok")
     fig = fig_phase_diagram(df, sweep.grid, x, y)

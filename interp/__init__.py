@@ -9,7 +9,7 @@ Module dependency order: each module imports only modules before it (never ``pro
 
     errors → tasks, seqtasks → model (fastpath, readout, seqforward) → config → limits → numerics
     → losses → metrics → integrity, atomic, generations, locking → store → hooks → grokfast, optim
-    → loop → train → batched → interventions → fork → sweep_backends → sweep;  bridge, perf
+    → loop → train → batched → interventions → fork → sweep_backends → sweep → sweep_fork;  bridge, perf
 
 * ``errors``: ConfigError, StoreError, CorruptCheckpointError.
 * ``config``: TrainConfig, parse_field, PRESETS/preset, checkpoint_steps, lr_at.

@@ -197,6 +197,14 @@ def parse_field(key: str, value: str) -> Any:
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from None
 
 
+
+def format_value(v: Any) -> str:
+    """Short, exact text of a field value that :func:`parse_field` reads back: 1.0 -> '1', 0.3 ->
+    '0.3' (sweep member names, fork grids)."""
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    return str(v)
+
 PRESETS: dict[str, TrainConfig] = {
     # Nanda et al. 2023: groks (test acc >= 99%) between ~5k and ~25k steps.
     "nanda": TrainConfig(),

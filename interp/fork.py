@@ -22,17 +22,19 @@ records ``parent`` (path), ``parent_name``, ``step``, ``base_step`` (the state r
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from interp.config import ARCH_FIELDS, TrainConfig, checkpoint_steps
+from interp.config import ARCH_FIELDS, TrainConfig, checkpoint_steps, format_value
 from interp.errors import ConfigError, StoreError
 from interp.hooks import Hook
-from interp.interventions import ForkContext, apply
+from interp.interventions import INTERVENTIONS, ForkContext, apply, parse
 from interp.locking import write_lock
 from interp.loop import TrainState
 from interp.optim import build_optimizer
@@ -193,22 +195,70 @@ def parent_of(run: Run) -> tuple[str, int] | None:
     return (f["parent"], int(f["step"])) if f else None
 
 
-def fork_grid(run: Run | str | os.PathLike, steps: Sequence[int], grid: dict[str, Sequence[str]] | None = None, *,
+#: grid axes of a grid of forks besides config fields: the fork step, and interventions
+FORK_STEP, INTERVENE = "fork_step", "intervene"
+NO_INTERVENTION = "none"
+
+
+def split_interventions(text: str) -> list[str]:
+    """A comma list of intervention points, each ``none`` or specs joined by ``+``
+    (``"none,stablemax+orthograd,ablate:14,35"`` -> ``["none", "stablemax+orthograd",
+    "ablate:14,35"]``): a comma starts a new point only before a registered name."""
+    names = "|".join(sorted({NO_INTERVENTION, *INTERVENTIONS}, key=len, reverse=True))
+    points = [t.strip() for t in re.split(rf",(?=\s*(?:{names})(?::|\+|,|$))", text)]
+    for point in points:
+        for spec in point.split("+"):
+            if spec.strip() != NO_INTERVENTION:
+                parse(spec)
+    return points
+
+
+def point_args(params: dict[str, Any], set: Sequence[str] = (), interventions: Sequence[str] = (),
+               ) -> tuple[int, list[str], list[str]]:
+    """(step, set, interventions) of :func:`fork` for one point of a grid of forks: ``params``
+    holds :data:`FORK_STEP`, optionally :data:`INTERVENE` (``none`` or specs joined by ``+``) and
+    config fields (applied as ``key=value`` after ``set``). Shared by :func:`fork_grid` and
+    fork sweeps (:mod:`interp.sweep`)."""
+    extra = [f"{k}={format_value(v)}" for k, v in params.items() if k not in (FORK_STEP, INTERVENE)]
+    point = str(params.get(INTERVENE, NO_INTERVENTION))
+    more = [] if point == NO_INTERVENTION else [t.strip() for t in point.split("+")]
+    return int(params[FORK_STEP]), [*set, *extra], [*interventions, *more]
+
+
+def check_grid(parent: Run, steps: Sequence[int], keys: Sequence[str]) -> None:
+    """ConfigError before any fork is made: a step outside the parent's run, or a key a fork
+    cannot change."""
+    last = _last_step(parent)
+    for step in steps:
+        if not 0 <= step <= last:
+            raise ConfigError(f"--at {step}: {parent.path} ran steps 0..{last}")
+    fixed = sorted(set(keys) & FIXED_FIELDS)
+    if fixed:
+        raise ConfigError(f"--grid {fixed[0]}: a fork keeps the parent's task and architecture")
+
+
+def fork_grid(run: Run | str | os.PathLike, steps: Sequence[int], grid: dict[str, Sequence[Any]] | None = None, *,
               set: Sequence[str] = (), interventions: Sequence[str] = (),
               train: bool = True, progress: bool = False) -> list[Run]:
     """One fork of ``run`` per step in ``steps`` and per point of ``grid`` (``{key: [values]}``,
-    their product, applied as ``key=value`` after ``set``), trained one after another, named
-    ``<parent>_fork<step>[_<key><value>...]`` beside the parent."""
-    import itertools
-
+    config fields or :data:`INTERVENE`; their product, see :func:`point_args`), trained one after
+    another, named ``<parent>_fork<step>[_<key><value>...]`` beside the parent. A grid of forks
+    in a sweep directory, with its summary and plots: :func:`interp.sweep_fork.run_fork`."""
     parent = run if isinstance(run, Run) else Run.open(run)
     keys = list(grid or {})
-    points = list(itertools.product(*[list(grid[k]) for k in keys])) if keys else [()]
+    if FORK_STEP in keys:
+        raise ConfigError(f"--grid {FORK_STEP}: give the fork steps as the steps (--at)")
+    check_grid(parent, steps, keys)
     out = []
     for step in steps:
-        for point in points:
-            extra = [f"{k}={v}" for k, v in zip(keys, point, strict=True)]
-            name = f"{parent.path.name}_fork{step}" + "".join(f"_{k}{v}" for k, v in zip(keys, point, strict=True))
-            out.append(fork(parent, step, set=[*set, *extra], interventions=interventions, name=name, train=train,
-                            progress=progress))
+        for point in itertools.product(*[list(grid[k]) for k in keys]) if keys else [()]:
+            params = {FORK_STEP: step, **dict(zip(keys, point, strict=True))}
+            at, extra, more = point_args(params, set, interventions)
+            name = f"{parent.path.name}_fork{step}" + "".join(
+                f"_{k}{_slug(v)}" for k, v in zip(keys, point, strict=True))
+            out.append(fork(parent, at, set=extra, interventions=more, name=name, train=train, progress=progress))
     return out
+
+
+def _slug(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "-", format_value(value))

@@ -41,8 +41,10 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.atomic import atomic_write_json, atomic_write_parquet, read_json
-from interp.config import TrainConfig, parse_field
+from interp.config import TrainConfig, format_value
+from interp.config import parse_field as parse_config_field
 from interp.errors import ConfigError, StoreError
+from interp.fork import FORK_STEP, INTERVENE, point_args, split_interventions
 from interp.metrics import final_values, grok_steps
 from interp.store import DEFAULT_ROOT, Run
 from interp.sweep_backends import (
@@ -56,8 +58,8 @@ from interp.sweep_backends import (
 )
 
 __all__ = [
-    "BACKENDS", "COMPREHENSION", "DELAY_FACTOR", "GROKKING", "MEMORIZATION", "NO_LEARNING", "OUTCOMES", "Member",
-    "Sweep", "SweepError", "classify", "default_out", "default_workers", "find_sweeps", "format_value",
+    "BACKENDS", "COMPREHENSION", "DELAY_FACTOR", "FORK_AXES", "GROKKING", "MEMORIZATION", "NO_LEARNING", "OUTCOMES",
+    "Member", "Sweep", "SweepError", "classify", "default_out", "default_workers", "find_sweeps", "format_value",
     "member_status", "members", "parse_grid", "run", "summarize", "train_member", "train_members_batched",
 ]
 
@@ -72,6 +74,8 @@ FORMAT_VERSION = 1
 BACKENDS = ("local", "local-pool", "local-batched", "ray")
 #: swept parameters that only repeat an experiment (aggregated over in plots)
 REPLICATE_KEYS = ("seed", "data_seed")
+#: grid axes of a fork sweep that are not config fields (:func:`interp.sweep_fork.run_fork`)
+FORK_AXES = (FORK_STEP, INTERVENE)
 
 # outcome classes (Liu et al. 2022, "Towards Understanding Grokking: An Effective Theory of
 # Representation Learning", arXiv:2205.10343: comprehension, grokking, memorization, confusion)
@@ -90,30 +94,43 @@ class SweepError(RuntimeError):
 
 # ====================================================================== grid
 def _parse_values(key: str, text: str) -> list[Any]:
-    """``text`` is a comma list whose items are values or inclusive integer ranges ``a..b``."""
+    """``text`` is a comma list whose items are values or inclusive integer ranges ``a..b``
+    (fork sweeps: :data:`INTERVENE` items are intervention points, see
+    :func:`interp.fork.split_interventions`)."""
+    if key == INTERVENE:
+        return split_interventions(text)
+    parse = _parse_step if key == FORK_STEP else parse_config_field
     out: list[Any] = []
     for item in (s.strip() for s in text.split(",")):
         if not item:
             raise ConfigError(f"--grid {key}: empty value in {text!r}")
         if ".." in item:
             lo_s, hi_s = item.split("..", 1)
-            lo, hi = parse_field(key, lo_s.strip()), parse_field(key, hi_s.strip())
+            lo, hi = parse(key, lo_s.strip()), parse(key, hi_s.strip())
             if type(lo) is not int or type(hi) is not int:
                 raise ConfigError(f"--grid {key}: ranges a..b are for integer fields, got {item!r}")
             if hi < lo:
                 raise ConfigError(f"--grid {key}: empty range {item!r}")
             out.extend(range(lo, hi + 1))
         else:
-            out.append(parse_field(key, item))
+            out.append(parse(key, item))
     return out
 
 
-def parse_grid(grid: Mapping[str, Any] | Iterable[str]) -> dict[str, list[Any]]:
+def _parse_step(key: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--at: expected a step (an integer), got {text!r}") from None
+
+
+def parse_grid(grid: Mapping[str, Any] | Iterable[str], fork: bool = False) -> dict[str, list[Any]]:
     """The grid as {field: [values]} in the given order.
 
     Accepts ``["frac_train=0.2,0.3", "seed=0..4"]`` (values parsed by the field's type with
     :func:`interp.config.parse_field`; ``a..b`` is an inclusive integer range) or a mapping
-    {field: value or list of values} (string values are parsed the same way)."""
+    {field: value or list of values} (string values are parsed the same way). ``fork``: the
+    grid of a fork sweep, which may also hold :data:`FORK_STEP` and :data:`INTERVENE`."""
     items: list[tuple[str, Any]] = []
     if isinstance(grid, Mapping):
         items = list(grid.items())
@@ -125,7 +142,7 @@ def parse_grid(grid: Mapping[str, Any] | Iterable[str]) -> dict[str, list[Any]]:
             items.append((key.strip(), text.strip()))
     out: dict[str, list[Any]] = {}
     for key, raw in items:
-        if key not in _FIELDS:
+        if key not in _FIELDS and not (fork and key in FORK_AXES):
             raise ConfigError(f"--grid {key}: unknown config key (known: {', '.join(sorted(_FIELDS))})")
         if key in out:
             raise ConfigError(f"--grid {key}: given twice")
@@ -143,13 +160,6 @@ def parse_grid(grid: Mapping[str, Any] | Iterable[str]) -> dict[str, list[Any]]:
     return out
 
 
-def format_value(v: Any) -> str:
-    """Short, exact text of a parameter value for member names: 1.0 -> '1', 0.3 -> '0.3'."""
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
-    return str(v)
-
-
 def member_name(params: Mapping[str, Any]) -> str:
     """``frac_train=0.3,weight_decay=1,seed=0``: the member's directory name."""
     return ",".join(f"{k}={format_value(v)}" for k, v in params.items())
@@ -160,21 +170,29 @@ class Member:
     name: str
     params: dict[str, Any]
     config: TrainConfig
+    fork: dict[str, Any] | None = None  # a fork sweep's member: parent, step, set, interventions
 
 
-def members(base: TrainConfig, grid: Mapping[str, Sequence[Any]]) -> list[Member]:
-    """Every point of the grid (cartesian product, last key fastest), its config validated."""
+def members(base: TrainConfig, grid: Mapping[str, Sequence[Any]], fork: Mapping[str, Any] | None = None
+            ) -> list[Member]:
+    """Every point of the grid (cartesian product, last key fastest), its config validated.
+    ``fork`` (a fork sweep's parent, set and interventions): each member forks the parent
+    (:func:`interp.fork.point_args`)."""
     out = []
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
         name = member_name(params)
+        spec = None
+        if fork is not None:
+            step, set_, more = point_args(params, fork["set"], fork["interventions"])
+            spec = {"parent": fork["parent"], "step": step, "set": set_, "interventions": more}
         try:
-            cfg = base.replace(**params)
+            cfg = base.replace(**{k: v for k, v in params.items() if k not in FORK_AXES})
         except ConfigError as e:
             raise ConfigError(f"sweep member {name}: {e}") from None
         except TypeError as e:  # dataclasses.replace on an unknown field
             raise ConfigError(f"sweep member {name}: {e}") from None
-        out.append(Member(name, params, cfg))
+        out.append(Member(name, params, cfg, spec))
     return out
 
 
@@ -187,10 +205,11 @@ class Sweep:
     grid: dict[str, list[Any]]
     base: TrainConfig
     preset: str | None = None
+    fork: dict[str, Any] | None = None  # a fork sweep: parent, parent_name, set, interventions
 
     @property
     def members(self) -> list[Member]:
-        return members(self.base, self.grid)
+        return members(self.base, self.grid, self.fork)
 
     def member_path(self, m: Member) -> Path:
         return self.path / m.name
@@ -205,13 +224,13 @@ class Sweep:
             raise StoreError(f"{path / SWEEP_FILE}: sweep format version {meta.get('format_version')!r} "
                              f"is not supported (this grokscope reads version {FORMAT_VERSION})")
         return cls(path=path, grid={k: list(v) for k, v in meta["grid"]},  # [[key, values], ...]: ordered
-                   base=TrainConfig.from_dict(meta["base_config"]), preset=meta.get("preset"))
+                   base=TrainConfig.from_dict(meta["base_config"]), preset=meta.get("preset"), fork=meta.get("fork"))
 
     @classmethod
     def create_or_check(cls, path: Path, grid: dict[str, list[Any]], base: TrainConfig,
-                        preset_name: str | None) -> Sweep:
+                        preset_name: str | None, fork: dict[str, Any] | None = None) -> Sweep:
         """Write sweep.json, or check that the existing one describes the same sweep."""
-        sweep = cls(path=path, grid=grid, base=base, preset=preset_name)
+        sweep = cls(path=path, grid=grid, base=base, preset=preset_name, fork=fork)
         if (path / SWEEP_FILE).exists():
             old = cls.open(path)
             if list(old.grid.items()) != list(grid.items()):
@@ -222,11 +241,13 @@ class Sweep:
                         if getattr(base, k) != v]
                 raise ConfigError(f"{path} holds a sweep with a different base config ({'; '.join(diff[:3])}); "
                                   f"use another --out")
+            if old.fork != fork:
+                raise ConfigError(f"{path} holds a sweep of other forks ({old.fork}); use another --out")
             return old
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path / SWEEP_FILE, {
             "format_version": FORMAT_VERSION, "kind": "grokscope.sweep", "preset": preset_name,
-            "grid": [[k, v] for k, v in grid.items()], "base_config": base.to_dict(),
+            "grid": [[k, v] for k, v in grid.items()], "base_config": base.to_dict(), "fork": fork,
             "members": [{"name": m.name, "params": m.params} for m in sweep.members],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
@@ -241,7 +262,6 @@ def find_sweeps(root: str | os.PathLike = DEFAULT_ROOT) -> list[Path]:
     """Sweep directories (holding sweep.json) under ``root``, sorted."""
     root = Path(root)
     return sorted(p.parent for p in root.rglob(SWEEP_FILE)) if root.is_dir() else []
-
 
 
 # ====================================================================== running
@@ -284,7 +304,8 @@ def _execute(todo: list[tuple[Member, Path]], backend: str, report: _Progress, *
 def run(base_config: TrainConfig, grid: Mapping[str, Any] | Iterable[str], *, out: str | os.PathLike | None = None,
         backend: str = "local", workers: int | None = None, address: str | None = None, device: str | None = None,
         max_batch: int = 128, num_gpus: float = 0.0, max_retries: int = 3, progress: bool = True,
-        preset_name: str | None = None, columns: Columns | None = None) -> pd.DataFrame:
+        preset_name: str | None = None, columns: Columns | None = None,
+        fork: dict[str, Any] | None = None) -> pd.DataFrame:
     """Train every member of ``grid`` over ``base_config`` into ``out`` and return the summary.
 
     ``grid``: {field: values} or ``["field=v1,v2", "seed=0..4"]`` (see :func:`parse_grid`).
@@ -292,7 +313,7 @@ def run(base_config: TrainConfig, grid: Mapping[str, Any] | Iterable[str], *, ou
     (default: the cores this process may use). ``address``: the Ray cluster (``None``: a
     local Ray instance, unless one is already initialised). ``device``/``max_batch``: for
     ``local-batched``. ``num_gpus``/``max_retries``: Ray task options. ``columns``: extra
-    summary columns (:func:`summarize`).
+    summary columns (:func:`summarize`). ``fork``: a fork sweep (see :func:`interp.sweep_fork.run_fork`).
 
     Complete members are skipped, unfinished ones resumed. The returned DataFrame is
     :func:`summarize`'s table plus an ``action`` column (trained / resumed / skipped /
@@ -301,15 +322,18 @@ def run(base_config: TrainConfig, grid: Mapping[str, Any] | Iterable[str], *, ou
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    grid = parse_grid(grid)
-    mems = members(base_config, grid)
+    grid = parse_grid(grid, fork=fork is not None)
+    mems = members(base_config, grid, fork)
     out = Path(out) if out is not None else default_out(preset_name, grid)
-    sweep = Sweep.create_or_check(out, grid, base_config, preset_name)
+    if fork is not None and (backend == "local-batched" or num_gpus > 0):
+        raise ConfigError(f"backend {backend}: forks are trained one per worker (local-pool, or ray without GPUs)")
+    sweep = Sweep.create_or_check(out, grid, base_config, preset_name, fork)
     if backend == "ray":
         import_ray()  # fail before any work when Ray is missing
     if backend == "local":
-        backend = "local-batched" if torch.cuda.is_available() else "local-pool"
-    todo = [(m, sweep.member_path(m)) for m in mems if member_status(sweep.member_path(m), m.config) != "complete"]
+        backend = "local-batched" if torch.cuda.is_available() and fork is None else "local-pool"
+    todo = [(m, sweep.member_path(m)) for m in mems
+            if member_status(sweep.member_path(m), m.config, m.fork) != "complete"]
     report = _Progress(len(mems), len(mems) - len(todo), out.name, progress)
     try:
         if todo:
@@ -351,7 +375,6 @@ def classify(memorized_step: int | None, grokked_step: int | None, eval_every: i
     if memorized_step is None or grokked_step <= delay_factor * memorized_step + eval_every:
         return COMPREHENSION
     return GROKKING
-
 
 
 def _member_row(m: Member, mpath: Path, delay_factor: float, columns: Columns) -> dict[str, Any]:

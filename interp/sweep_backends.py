@@ -28,6 +28,8 @@ import torch
 
 from interp.config import TrainConfig
 from interp.errors import ConfigError, StoreError
+from interp.fork import fork as make_fork
+from interp.fork import resume_fork
 from interp.perf import reuse_freed_memory
 from interp.store import Run
 from interp.train import create_run, resume, train
@@ -35,13 +37,16 @@ from interp.train import create_run, resume, train
 Report = Callable[[Any, "str | None", "BaseException | None"], None]
 
 
-def member_status(path: Path, cfg: TrainConfig) -> str:
+def member_status(path: Path, cfg: TrainConfig, fork: dict | None = None) -> str:
     """``new`` (nothing there), ``complete``, ``partial`` (has a state to resume from) or
     ``stale`` (created, never reached its first saved state). A run directory trained with
-    a different config raises StoreError."""
+    a different config raises StoreError. ``fork``: the member is a fork (parent, step, set,
+    interventions; see :func:`interp.fork.fork`), compared with its run.json's lineage instead."""
     if not (path / "run.json").exists():
         return "new"
     run = Run.open(path)
+    if fork is not None:
+        return _fork_status(run, fork)
     if run.config != cfg.to_dict():
         diff = [k for k, v in cfg.to_dict().items() if run.config.get(k) != v]
         raise StoreError(f"{path} was trained with a different config ({', '.join(diff[:3])}); move it away")
@@ -50,24 +55,43 @@ def member_status(path: Path, cfg: TrainConfig) -> str:
     return "partial" if run.has_state else "stale"
 
 
+def _fork_status(run: Run, fork: dict) -> str:
+    got = run.meta.get("fork")
+    if got is None:  # killed while its fork state was being made (replay): made again
+        return "stale"
+    keys = ("parent", "step", "set", "interventions")
+    if [got[k] for k in keys] != [fork[k] if k in ("parent", "step") else list(fork[k]) for k in keys]:
+        raise StoreError(f"{run.path} was forked differently (at {got['step']} with "
+                         f"{got['set'] + got['interventions']}); move it away")
+    if run.status == "complete":
+        return "complete"
+    return "partial" if run.has_state else "stale"
+
+
 def train_member(path: str | os.PathLike, config: TrainConfig | dict, threads: int | None = None,
-                 progress: bool = False) -> str:
+                 progress: bool = False, fork: dict | None = None) -> str:
     """Train, resume or skip one member; returns ``trained``, ``resumed`` or ``skipped``.
     Idempotent, so a worker that dies can simply be retried. ``threads`` sets torch's CPU threads
-    first (for worker processes, which own their process; None leaves them as they are)."""
+    first (for worker processes, which own their process; None leaves them as they are).
+    ``fork``: the member is a fork of ``fork["parent"]`` (:func:`interp.fork.fork` with the
+    dict's step, set and interventions); ``config`` is then its config before interventions."""
     if threads:
         torch.set_num_threads(threads)
     path = Path(path)
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    status = member_status(path, cfg)
+    status = member_status(path, cfg, fork)
     if status == "complete":
         return "skipped"
     if status == "partial":
-        resume(path, progress=progress)
+        (resume_fork if fork else resume)(path, progress=progress)
         return "resumed"
     if status == "stale":
         shutil.rmtree(path)
-    train(cfg, path, progress=progress)
+    if fork:
+        make_fork(fork["parent"], fork["step"], set=fork["set"], interventions=fork["interventions"], out=path,
+                  progress=progress)
+    else:
+        train(cfg, path, progress=progress)
     return "trained"
 
 
@@ -104,12 +128,12 @@ def _init_worker() -> None:
     reuse_freed_memory()
 
 
-def _ray_unit(items: list[tuple[str, dict]], device: str | None) -> list[str]:
+def _ray_unit(items: list[tuple[str, dict, dict | None]], device: str | None) -> list[str]:
     """A Ray task: one member on a CPU, or a batch of members on the task's GPU."""
     reuse_freed_memory()
     if device is None:
-        return [train_member(p, c, threads=1) for p, c in items]
-    return train_members_batched(items, device=device, progress=False)
+        return [train_member(p, c, threads=1, fork=f) for p, c, f in items]
+    return train_members_batched([(p, c) for p, c, _ in items], device=device, progress=False)
 
 
 def default_workers() -> int:
@@ -128,7 +152,7 @@ def run_pool(todo: list[tuple[Any, Path]], workers: int, report: Report) -> None
         try:
             for m, path in todo:
                 try:
-                    report(m, train_member(path, m.config, threads=1), None)
+                    report(m, train_member(path, m.config, threads=1, fork=getattr(m, "fork", None)), None)
                 except Exception as e:  # reported per member, like a pool worker's failure
                     report(m, None, e)
         finally:
@@ -136,8 +160,8 @@ def run_pool(todo: list[tuple[Any, Path]], workers: int, report: Report) -> None
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                              initializer=_init_worker) as pool:
-        futures: dict[Future, Any] = {pool.submit(train_member, str(p), m.config.to_dict(), 1): m
-                                         for m, p in todo}
+        futures: dict[Future, Any] = {pool.submit(train_member, str(p), m.config.to_dict(), 1, False,
+                                                  getattr(m, "fork", None)): m for m, p in todo}
         try:
             pending = set(futures)
             while pending:
@@ -175,7 +199,8 @@ def run_ray(todo: list[tuple[Any, Path]], address: str | None, num_gpus: float, 
     else:
         units, device = [[item] for item in todo], None
     task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries)(_ray_unit)
-    refs = {task.remote([(str(p.resolve()), m.config.to_dict()) for m, p in unit], device): unit for unit in units}
+    items = [[(str(p.resolve()), m.config.to_dict(), getattr(m, "fork", None)) for m, p in unit] for unit in units]
+    refs = {task.remote(batch, device): unit for batch, unit in zip(items, units)}
     pending = list(refs)
     while pending:
         done, pending = ray.wait(pending, num_returns=1)

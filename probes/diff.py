@@ -70,6 +70,7 @@ from probes.diff_sections import (
 )
 from probes.diff_seq import compare_seq
 from probes.steps import parse_step
+from probes.theories import diff_section as theories_section
 
 __all__ = [
     "BOTH_RIGHT", "BOTH_WRONG", "INVALID", "RIGHT_TO_WRONG", "TOP_K", "WRONG_TO_RIGHT", "Checkpoint", "DiffReport",
@@ -212,6 +213,7 @@ def compare(a: Checkpoint | tuple[Run, int], b: Checkpoint | tuple[Run, int], *,
         "behaviour": behaviour_section(sa, sb, same_task),
         "attention": attention_section(sa, sb, aligned),
         "representation": plain(representation(sa.fwd, sb.fwd)) if same_inputs else [],
+        "theories": theories_section(ca.run, ca.step, cb.run, cb.step),  # issue 15
     }
     data["summary"] = summarize(data)
     return DiffReport(data=data)

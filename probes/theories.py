@@ -107,3 +107,47 @@ def theories_table(curves: Mapping[str, pd.Series]) -> tuple[pd.DataFrame, pd.Da
 def run_theories(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`theories_table` of :func:`theory_curves`."""
     return theories_table(theory_curves(run))
+
+
+def missing_measures(curves: Mapping[str, pd.Series]) -> list[dict[str, str]]:
+    """The measures a run lacks, each with what would produce it: ``measure``, ``probe``, ``how``."""
+    out = [] if "test_loss" in curves else [{"measure": "test_loss", "probe": "", "how": "train the run"}]
+    for name, probe_name, _ in PROBE_MEASURES:
+        if name not in curves:
+            extra = "; needs pip install 'grokscope[llc]'" if probe_name == "llc" else ""
+            how = f"grokscope probe RUN {probe_name}{extra}"
+            out.append({"measure": name, "probe": probe_name, "how": how})
+    return out
+
+
+def theories_report(run: Run, marks: Mapping[str, int], scalars: pd.DataFrame | None = None) -> dict:
+    """The Theories section of a diff report (:func:`probes.diff.compare`), plain data: the run,
+    ``marks`` (label -> step, the compared checkpoints), the ``rule``, one ``table`` row per
+    measure (transition, from_median), ``spread``, the ``missing`` measures
+    (:func:`missing_measures`) and the normalised ``curves`` ({"step": [...], measure: [...]},
+    NaN as None) on the run's step axis."""
+    curves = theory_curves(run, scalars)
+    table, norm = theories_table(curves)
+
+    def num(x):
+        return None if x is None or pd.isna(x) else x
+
+    return {
+        "run": str(run.path), "name": run.name, "marks": {k: int(v) for k, v in marks.items()},
+        "rule": table.attrs["rule"],
+        "spread": None if table.attrs["spread"] is None else int(table.attrs["spread"]),
+        "table": [{"measure": r["measure"], "transition": None if pd.isna(r["transition"]) else int(r["transition"]),
+                   "from_median": num(float(r["from_median"]))}
+                  for r in table.to_dict("records")],
+        "missing": missing_measures(curves),
+        "curves": {"step": [int(s) for s in norm.index],
+                   **{k: [num(float(v)) for v in norm[k]] for k in norm.columns}},
+    }
+
+
+def diff_section(run_a: Run, step_a: int, run_b: Run, step_b: int) -> list[dict]:
+    """The diff report's Theories section (:func:`probes.diff.compare`): :func:`theories_report`
+    of the compared run with both steps marked ("a", "b"), or of each run when they differ."""
+    if run_a.path.resolve() == run_b.path.resolve():
+        return [theories_report(run_a, {"a": step_a, "b": step_b})]
+    return [theories_report(run_a, {"a": step_a}), theories_report(run_b, {"b": step_b})]

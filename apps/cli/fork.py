@@ -3,6 +3,11 @@
     grokscope fork RUN --at STEP [--set KEY=VALUE ...] [--intervene NAME[:ARGS] ...] [--name NAME]
                    [--out DIR] [--no-train] [--quiet]
     grokscope fork RUN --at 1000,2000,4000 [--grid weight_decay=0,1 ...]   (one fork per step and grid point)
+    grokscope fork RUN --at 1000 --grid intervene=none,stablemax+orthograd,ablate:top
+
+The same grid as a sweep directory with a summary table and plots: ``grokscope sweep --fork RUN
+--at ... --grid ...`` (:func:`interp.sweep_fork.run_fork`); both read ``--grid`` with
+:func:`interp.sweep.parse_grid` and make each fork's arguments with :func:`interp.fork.point_args`.
 
 Interventions (``interp.interventions``): wd:V, lr:V, optimizer:adamw|adam|sgd, grokfast:ema|ma|none,
 float64, stablemax, orthograd, ablate:K1,K2[:W_L] | ablate:topN[:W_L], freeze:PREFIX.
@@ -15,34 +20,26 @@ import argparse
 from apps.cli.common import UsageError
 
 
-def _steps(text: str) -> list[int]:
+def parse_steps(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise UsageError(f"--at {text!r}: expected STEP or STEP,STEP,...") from None
 
 
-def _grid(pairs: list[str]) -> dict[str, list[str]]:
-    grid = {}
-    for pair in pairs:
-        key, sep, values = pair.partition("=")
-        if not sep or not values:
-            raise UsageError(f"--grid {pair!r}: expected KEY=V1,V2,...")
-        grid[key.strip()] = [v.strip() for v in values.split(",")]
-    return grid
-
-
 def run(args: argparse.Namespace) -> int:
     from interp.fork import fork, fork_grid
     from interp.interventions import parse
+    from interp.sweep import parse_grid
 
     for spec in args.intervene or []:
         parse(spec)  # an unknown name fails before any directory is made
-    steps = _steps(args.at)
+    steps = parse_steps(args.at)
     if len(steps) > 1 or args.grid:
         if args.name or args.out:
             raise UsageError("--name/--out name one fork; a grid of forks is named <parent>_fork<step>_<key><value>")
-        for child in fork_grid(args.run, steps, _grid(args.grid or []), set=args.set or [],
+        grid = parse_grid(args.grid, fork=True) if args.grid else {}
+        for child in fork_grid(args.run, steps, grid, set=args.set or [],
                                interventions=args.intervene or [], train=not args.no_train, progress=not args.quiet):
             _report(child, not args.no_train)
         return 0

@@ -1,6 +1,7 @@
 """``grokscope sweep``: train a grid of runs (:func:`interp.sweep.run`), summarise and plot it.
 
     grokscope sweep [run] --preset nanda --grid frac_train=0.2,0.3,0.5 weight_decay=0.1,0.3,1 seed=0..4
+    grokscope sweep --fork RUN --at 1000,2000,4000 --grid weight_decay=0,1 [--intervene NAME[:ARGS] ...]
     grokscope sweep summary SWEEP_DIR
     grokscope sweep plot SWEEP_DIR [--out DIR] [--x KEY] [--y KEY]
 """
@@ -42,7 +43,12 @@ def format_table(df: Any, params: Sequence[str]) -> str:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    if not args.grid:
+    if args.fork or args.at:
+        if not (args.fork and args.at):
+            raise UsageError("sweep: --fork RUN and --at STEP,STEP,... go together")
+        if args.preset:
+            raise UsageError("sweep --fork: the members start from RUN's config; --set changes it")
+    elif not args.grid:
         raise UsageError("sweep: --grid is required, e.g. --grid frac_train=0.2,0.3 seed=0..2 "
                          "(or `grokscope sweep plot SWEEP_DIR`)")
     for opt, value, lo in (("--workers", args.workers, 1), ("--max-batch", args.max_batch, 1),
@@ -79,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     from probes import sweep_summary
 
     _check_options(args)
+    if args.fork:
+        return _run_fork(args)
     name = args.preset or "nanda"
     base = preset(name).with_overrides(args.set or [])
     if args.steps is not None:
@@ -99,7 +107,40 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"grokscope: interrupted; re-run the same command to continue the sweep in {out}", file=sys.stderr)
         return 130
-    print(format_table(df, list(grid)))
+    return _print_result(df, list(grid), out)
+
+
+def _run_fork(args: argparse.Namespace) -> int:
+    """``--fork RUN --at ...``: a fork sweep (:func:`interp.sweep_fork.run_fork`)."""
+    from apps.cli.fork import parse_steps
+    from interp.sweep import FORK_STEP, SUMMARY_FILE, SweepError
+    from interp.sweep_fork import default_fork_out, run_fork
+    from probes import sweep_summary
+
+    sets = [*(args.set or []), *([f"n_steps={args.steps}"] if args.steps is not None else []),
+            *([f"stop_after_grok={args.stop_after_grok}"] if args.stop_after_grok is not None else [])]
+    check_grid_size([f"{FORK_STEP}={args.at}", *(args.grid or [])])
+    out = Path(args.out) if args.out else default_fork_out(args.fork, [FORK_STEP, *_grid_keys(args.grid)])
+    try:
+        df = run_fork(args.fork, parse_steps(args.at), args.grid or [], set=sets, interventions=args.intervene or [],
+                      out=out, backend=args.backend, workers=args.workers, address=args.address,
+                      max_retries=args.max_retries, progress=not args.quiet, columns=sweep_summary.columns(out))
+    except SweepError as e:
+        print(f"grokscope: error: {e}", file=sys.stderr)
+        print(f"summary of the others in {out / SUMMARY_FILE}; re-run the same command to retry", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"grokscope: interrupted; re-run the same command to continue the sweep in {out}", file=sys.stderr)
+        return 130
+    return _print_result(df, [c for c in df.columns if c == FORK_STEP or c in _grid_keys(args.grid)], out)
+
+
+def _grid_keys(specs: list[str] | None) -> list[str]:
+    return [s.partition("=")[0].strip() for s in specs or []]
+
+
+def _print_result(df: Any, params: list[str], out: Path) -> int:
+    print(format_table(df, params))
     n = {a: int((df["action"] == a).sum()) for a in ("trained", "resumed", "skipped")}
     print(f"{out}: {len(df)} members ({n['trained']} trained, {n['resumed']} resumed, {n['skipped']} skipped); "
           f"{int(df['grokked'].sum())} grokked. Plots: grokscope sweep plot {out}")
@@ -149,6 +190,12 @@ def _run_options(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help="ray: GPUs per task; > 0 trains batches of members on GPUs")
     p.add_argument("--max-retries", type=int, default=d(3), help="ray: retries of a failed task")
     p.add_argument("--quiet", action="store_true", default=d(False), help="no progress bars")
+    p.add_argument("--fork", default=d(None), metavar="RUN",
+                   help="fork RUN instead of training from scratch: one member per --at step and grid point")
+    p.add_argument("--at", default=d(None), metavar="STEP,STEP,...", help="with --fork: the fork steps (an axis)")
+    p.add_argument("--intervene", nargs="+", action="extend", default=d(None), metavar="NAME[:ARGS]",
+                   help="with --fork: interventions at the fork step for every member "
+                        "(as an axis: --grid intervene=none,stablemax+orthograd)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
