@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,19 +90,6 @@ def weight_matrices(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the enclosed torch ops on one CPU thread, then restore the caller's thread count. LAPACK on a
-    batch of small matrices gains nothing from threads, and on a busy machine its thread pool waits for
-    cores that other processes hold."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 @torch.no_grad()
 def top_singular_values(mats: Sequence[Tensor], k: int = TOP_K) -> list[list[float]]:
     """The ``k`` largest singular values of each matrix (fewer if it has lower rank), in float64.
@@ -112,11 +98,10 @@ def top_singular_values(mats: Sequence[Tensor], k: int = TOP_K) -> list[list[flo
     for i, m in enumerate(mats):
         groups[tuple(m.shape)].append(i)
     out: list[list[float]] = [[] for _ in mats]
-    with _one_thread():
-        for idx in groups.values():
-            s = torch.linalg.svdvals(torch.stack([mats[i] for i in idx]).double())[:, :k]
-            for i, row in zip(idx, s.tolist()):
-                out[i] = row
+    for idx in groups.values():
+        s = torch.linalg.svdvals(torch.stack([mats[i] for i in idx]).double())[:, :k]
+        for i, row in zip(idx, s.tolist()):
+            out[i] = row
     return out
 
 
