@@ -118,6 +118,9 @@ def _smooth(s: pd.Series, window: int) -> pd.Series:
     return s.rolling(window, center=True, min_periods=1).median()
 
 
+#: a weight-norm maximum counts as the end of memorization only if the norm then falls by this share
+WEIGHT_NORM_MIN_FALL = 0.02
+
 def _turn(s: pd.Series, kind: str, window: int) -> int:
     """Step of the minimum (``kind="min"``) or maximum of ``s``: located on the rolling-median curve
     (robust to spikes), then refined to the raw extremum within ± window // 2 points of it (a
@@ -211,6 +214,13 @@ def _formation_start(metrics: pd.DataFrame, scalars: Any, stop: int | None, wind
             edges["memorization_end"] = (f"the {text.split(' (')[0]} is at the {where} measured step {step} "
                                          f"(the edge of the {bound}): its turn is not in the data")
             return name, None, text
+        if name == "metrics:weight_norm":
+            smooth = _smooth(span, window)
+            peak, low = float(smooth.max()), float(smooth[smooth.index >= step].min())
+            if peak - low < WEIGHT_NORM_MIN_FALL * peak:
+                edges["memorization_end"] = (f"the weight norm falls by less than {WEIGHT_NORM_MIN_FALL:.0%} after "
+                                             f"its maximum at step {step}: no turn")
+                return name, None, text
         return name, step, text
     return "none", None, "no signal"
 
@@ -244,7 +254,9 @@ def detect(run_or_frames: Run | pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame 
        probe scalars the maximum of the weight norm (the sum of squared weights starts to fall).
        Searched over every measured step up to circuit_end (the whole run without clean-up),
        located on the smoothed curve and refined to the raw extremum within ±``window``//2 points.
-       A turn on the first or last point searched is on the edge: None, with the reason in ``edges``.
+       A turn on the first or last point searched is on the edge: None, with the reason in ``edges``;
+       so is a weight-norm maximum after which the smoothed norm falls by less than
+       ``WEIGHT_NORM_MIN_FALL`` (2%) of its peak (a plateau's noise, as on a run that never groks).
     3. Landmarks: ``full_train_acc_step`` — first step with train accuracy 100%; ``grok_step`` — first
        step with test accuracy ≥ ``grok_threshold`` (:func:`interp.metrics.grok_steps`).
 

@@ -181,3 +181,15 @@ def test_real_run_with_the_papers_conventions(tmp_path):
     assert abs(steps.index(ph.memorization_end) - steps.index(lowest)) <= 1
     if ph.circuit_end is not None:
         assert ph.memorization_end < ph.circuit_end
+
+
+def test_weight_norm_plateau_is_not_a_turn():
+    # a run that never groks: the weight norm rises, then sits on a noisy plateau whose largest
+    # smoothed value falls anywhere (here near the end); that is noise, not the end of memorization
+    metrics = synthetic_metrics()
+    metrics["test_loss"] = 10 ** np.interp(metrics["step"], [0, 1000, 8000], [0.6, 1.0, 0.9])
+    plateau = np.interp(metrics["step"], [0, 3000, 8000], [20.0, 30.0, 30.0])
+    metrics["weight_norm"] = plateau + 0.05 * np.random.default_rng(0).standard_normal(len(metrics))
+    ph = detect(metrics)
+    assert ph.memorization_end is None and "less than 2%" in ph.edges["memorization_end"]
+    assert not ph.spans()
