@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from apps import data, figures, plots, ui
+from apps import data, plots, ui
 from apps.state import Ctx, context
 from interp.errors import StoreError
 from probes.phases import Phases
@@ -119,7 +119,7 @@ def render() -> None:
         if fig is not None:
             ui.chart(fig, "progress_li2")
     try:
-        ui.chart(figures.view(ctx.run, "excluded_loss", ctx.step), "progress_excluded_loss_time")
+        ui.chart(ui.view(ctx, "excluded_loss"), "progress_excluded_loss_time")
     except (LookupError, StoreError, ValueError) as e:
         st.info(f"Excluded loss per key frequency over training: {e}")
 

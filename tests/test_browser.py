@@ -171,8 +171,22 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
             assert page.locator(f"{PLOT} .heatmaplayer image, {PLOT} .hm image").count() >= 2  # heatmaps render
             page.screenshot(path=str(out_dir / "fourier.png"))
 
+            # a frequency × step heatmap: a click selects the nearest saved step, as on the curves
+            heat = page.locator(PLOT).filter(has=page.locator(".heatmaplayer image, .hm image")).first
+            box = heat.locator(".nsewdrag").first.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.5)
+            page.wait_for_function(f"!location.search.includes('step={prev}')", timeout=60_000)
+            wait_plots(page, 8)
+            heat_step = caption_step(page)
+            assert heat_step != prev and heat_step in steps
+            page.get_by_role("slider").first.focus()  # back to where the test was
+            while caption_step(page) != prev:
+                page.keyboard.press("ArrowLeft" if caption_step(page) > prev else "ArrowRight")
+                page.wait_for_timeout(300)
+                wait_plots(page, 8)
+
             # client-side animation: Play in the browser, count the frames drawn in 3 s
-            page.get_by_text("Watch it form", exact=False).first.click()
+            page.get_by_text("W_E norms", exact=True).first.click()
             anim = page.locator(PLOT).filter(has=page.locator(".updatemenu-button")).first
             anim.wait_for(timeout=60_000)
             page.evaluate("""(el) => { window.__frames = 0;
