@@ -151,6 +151,12 @@ def render() -> None:
         ui.chart(ui.view(ctx, "attention_freq"), "attention_freq")
     except (LookupError, StoreError, ValueError) as e:
         st.info(f"Per-head attention frequency: {e}")
+    if st.toggle("Watch it form: per-head attention frequency over every probed step (played in the browser)",
+                 key="attention_animate"):
+        try:
+            ui.chart(ui.view(ctx, "animate_attention_freq"), "attention_animate_freq")
+        except (LookupError, StoreError, ValueError) as e:
+            st.info(f"Per-head attention frequency, animated: {e}")
 
 
 if __name__ == "__main__":

@@ -202,6 +202,18 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
             page.get_by_role("heading", name="Attention", exact=True).wait_for(timeout=60_000)
             wait_plots(page, 4)
             assert caption_step(page) == prev
+
+            # the per-head attention frequency, animated from the probe's per-step data: >= 5 frames per second
+            page.get_by_text("Watch it form: per-head attention", exact=False).first.click()
+            anim = page.locator(PLOT).filter(has=page.locator(".updatemenu-button")).first
+            anim.wait_for(timeout=60_000)
+            page.evaluate("""(el) => { window.__frames = 0;
+                el.on('plotly_animatingframe', () => { window.__frames += 1; }); }""", anim.element_handle())
+            anim.locator(".updatemenu-button").first.click()
+            page.wait_for_timeout(3000)
+            frames = page.evaluate("window.__frames")
+            print(f"attention animation: {frames} frames in 3 s")
+            assert frames >= 15
             page.screenshot(path=str(out_dir / "attention.png"))
             assert not errors, errors
             assert not outside, f"requests left the machine: {outside}"

@@ -60,7 +60,8 @@ def start_server(app: Path, run_path: Path, port: int, log: Path) -> subprocess.
     """``streamlit run APP/apps/dashboard.py -- RUN`` on 127.0.0.1:port (the settings ``grokscope app`` uses)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(app / "apps" / "dashboard.py"),
            "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal", "--",
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+           "--server.fileWatcherType", "none", "--",
            "--root", str(run_path.parent), str(run_path)]
     env = {**os.environ, "PYTHONPATH": str(app), "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
