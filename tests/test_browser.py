@@ -174,8 +174,12 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
             # a frequency × step heatmap: a click selects the nearest saved step, as on the curves
             heat = page.locator(PLOT).filter(has=page.locator(".heatmaplayer image, .hm image")).first
             box = heat.locator(".nsewdrag").first.bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.5)
-            page.wait_for_function(f"!location.search.includes('step={prev}')", timeout=60_000)
+            # Plotly's drag layer keeps the focus where it was; a step slider still focused from the keyboard
+            # puts its own value back when the page redraws, so take the focus off it first
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            page.mouse.click(box["x"] + box["width"] * 0.15, box["y"] + box["height"] * 0.5)
+            page.wait_for_function("""(s) => { const c = document.querySelector("[data-testid='stCaptionContainer']");
+                return !!c && !new RegExp('step ' + s + '\\\\b').test(c.innerText); }""", arg=prev, timeout=60_000)
             wait_plots(page, 8)
             heat_step = caption_step(page)
             assert heat_step != prev and heat_step in steps
