@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from apps import attention_seq, figures, ui
+from apps import attention_seq, ui
 from apps.state import Ctx, context
 from interp.errors import StoreError
 from probes.phases import Phases
@@ -148,9 +148,15 @@ def render() -> None:
             with (c1 if i % 2 == 0 else c2):
                 ui.chart(fig, key)
     try:
-        ui.chart(figures.view(ctx.run, "attention_freq", ctx.step), "attention_freq")
+        ui.chart(ui.view(ctx, "attention_freq"), "attention_freq")
     except (LookupError, StoreError, ValueError) as e:
         st.info(f"Per-head attention frequency: {e}")
+    if st.toggle("Watch it form: per-head attention frequency over every probed step (played in the browser)",
+                 key="attention_animate"):
+        try:
+            ui.chart(ui.view(ctx, "animate_attention_freq"), "attention_animate_freq")
+        except (LookupError, StoreError, ValueError) as e:
+            st.info(f"Per-head attention frequency, animated: {e}")
 
 
 if __name__ == "__main__":

@@ -157,13 +157,27 @@ def clock_pizza(ctx: Ctx, phases: Phases) -> go.Figure | None:
 
 
 def _figure(ctx: Ctx, name: str, key: str) -> None:
-    """One view of the figure library (apps.figures) at the selected step, or why it is missing."""
+    """One view of the figure library (apps.figures) at the selected step (cached), or why it is missing."""
     try:
-        fig = figures.view(ctx.run, name, ctx.step)
+        fig = ui.view(ctx, name)
     except (LookupError, StoreError, ValueError) as e:
         st.info(f"{figures.VIEWS[name].title}: {e}")
         return
     ui.chart(fig, key)
+
+
+ANIMATIONS = {"W_E norms": "animate_embed_norms", "W_L norms": "animate_logit_map_norms",
+              "cluster sizes": "animate_clusters", "logit coefficients": "animate_logit_coef"}
+
+
+def animations(ctx: Ctx) -> None:
+    """"Watch it form": one client-side animation at a time, chosen by the reader (none until chosen: each
+    carries every probed step, so none travels to the browser on a rerun unless it is shown)."""
+    st.markdown("**Watch it form**: animations over every probed step, played in the browser")
+    choice = st.segmented_control("animation", list(ANIMATIONS), key="fourier_animation",
+                                  label_visibility="collapsed")
+    if choice is not None:
+        _figure(ctx, ANIMATIONS[choice], f"fourier_{ANIMATIONS[choice]}")
 
 
 def render() -> None:
@@ -186,12 +200,7 @@ def render() -> None:
     with c4:
         ui.chart(clock_pizza(ctx, phases), "fourier_clock_pizza",
                  "No `fourier.clock_pizza` results: compute the probes to see Clock vs Pizza.")
-    with st.expander("Watch it form: animations over every probed step (played in the browser)", expanded=False):
-        tabs = st.tabs(["W_E norms", "W_L norms", "cluster sizes", "logit coefficients"])
-        for tab, name in zip(tabs, ["animate_embed_norms", "animate_logit_map_norms", "animate_clusters",
-                                    "animate_logit_coef"]):
-            with tab:
-                _figure(ctx, name, f"fourier_{name}")
+    animations(ctx)
     st.subheader(f"Neuron clusters at step {ctx.step}")
     got = clusters(ctx)
     stats = None
@@ -203,7 +212,8 @@ def render() -> None:
         with c6:
             ui.chart(hist, "fourier_fve_hist")
     _figure(ctx, "fve_heatmap", "fourier_fve_heatmap")
-    with st.expander("Top neurons of each key frequency over (a, b)", expanded=False):
+    if st.toggle("Top neurons of each key frequency over (a, b)", key="fourier_show_top_neurons",
+                 help="a grid of heatmaps over (a, b) at the selected step (drawn only while this is on)"):
         _figure(ctx, "top_neurons", "fourier_top_neurons")
     neuron_section(ctx, stats)
     st.subheader("Embedding")

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from apps import data, figures, plots, ui
+from apps import data, plots, ui
 from apps.state import Ctx, context
 from interp.errors import StoreError
 from probes.phases import Phases
@@ -34,6 +34,22 @@ def loss_plot(ctx: Ctx, conv: str, phases: Phases) -> go.Figure | None:
     title, _ = CONVENTIONS[conv]
     return ui.time_plot(ctx, f"Restricted / excluded loss — {title.lower()}", "cross-entropy loss (nats)", series,
                         log_y=True, phases=phases)
+
+
+def accuracy_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
+    """Accuracy of the restricted and excluded logits (train split), both conventions, with the train and
+    test accuracy: the restricted logits reach ~1 once the circuit has formed."""
+    series = ui.scalars(ctx, [("train accuracy", "progress.loss/train_acc"),
+                              ("test accuracy", "progress.loss/test_acc"),
+                              ("restricted, logit conv.", "progress.restricted/logit.restricted_acc"),
+                              ("restricted, activation conv.", "progress.restricted/act.restricted_acc"),
+                              ("excluded, logit conv.", "progress.restricted/logit.excluded_acc"),
+                              ("excluded, activation conv.", "progress.restricted/act.excluded_acc")])
+    if not any(k.startswith(("restricted", "excluded")) for k in series):
+        return None
+    fig = ui.time_plot(ctx, "Restricted / excluded accuracy", "accuracy (fraction correct, train split)", series,
+                       log_y=False, phases=phases)
+    return fig.update_yaxes(range=[0, 1.02])
 
 
 def weight_plots(ctx: Ctx, phases: Phases) -> tuple[go.Figure | None, go.Figure | None]:
@@ -118,10 +134,15 @@ def render() -> None:
         fig = li2_plot(ctx, phases)
         if fig is not None:
             ui.chart(fig, "progress_li2")
-    try:
-        ui.chart(figures.view(ctx.run, "excluded_loss", ctx.step), "progress_excluded_loss_time")
-    except (LookupError, StoreError, ValueError) as e:
-        st.info(f"Excluded loss per key frequency over training: {e}")
+    c7, c8 = st.columns(2)
+    with c7:
+        ui.chart(accuracy_plot(ctx, phases), "progress_accuracy",
+                 "No restricted accuracy yet: compute the probes (progress.restricted, version 3).")
+    with c8:
+        try:
+            ui.chart(ui.view(ctx, "excluded_loss"), "progress_excluded_loss_time")
+        except (LookupError, StoreError, ValueError) as e:
+            st.info(f"Excluded loss per key frequency over training: {e}")
 
 
 if __name__ == "__main__":

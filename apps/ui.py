@@ -9,12 +9,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from apps import data, plots, state
+from apps import data, figures, plots, state
 from apps.state import Ctx, mark_corrupt
 from interp.errors import CorruptCheckpointError, StoreError
 from probes.phases import Phases
 
 PLOTLY_CONFIG = {"displaylogo": False}
+
+
+SELECT_TRACE = "select a step"  # the invisible trace of saved steps that a click selects
 
 
 def chart(fig: go.Figure | None, key: str, missing: str = "", *, select_step: bool | None = None) -> None:
@@ -27,11 +30,43 @@ def chart(fig: go.Figure | None, key: str, missing: str = "", *, select_step: bo
     elif not select_step:
         st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
     else:
-        fig.update_layout(clickmode="event+select")
-        # plotly selects only marker points: lines get small markers so a click on a curve selects its point
-        fig.update_traces(mode="lines+markers", marker={"size": 3}, selector={"type": "scatter", "mode": "lines"})
+        if any(t.type == "heatmap" for t in fig.data):
+            add_step_selector(fig, state.context().steps)
+        else:  # plotly selects only marker points: lines get small markers so a click on a curve selects one
+            fig.update_layout(clickmode="event+select")
+            fig.update_traces(mode="lines+markers", marker={"size": 3}, selector={"type": "scatter", "mode": "lines"})
         event = st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, on_select="rerun", selection_mode="points")
         follow_click(key, event)
+
+
+def add_step_selector(fig: go.Figure, steps: list[int]) -> go.Figure:
+    """Make a click anywhere on a heatmap over steps select the nearest saved step: heatmaps give no selection
+    events, so one invisible marker per saved step is laid across the middle of the plot, and with
+    ``hovermode="x"`` the hover (and so the click) picks the marker nearest in x, whatever the height.
+    Idempotent (figures may come from a cache)."""
+    if any(t.name == SELECT_TRACE for t in fig.data):
+        return fig
+    heat = next(t for t in fig.data if t.type == "heatmap")
+    y = [heat.y[len(heat.y) // 2]] * len(steps) if heat.y is not None and len(heat.y) else \
+        [len(heat.z) // 2] * len(steps)
+    clear = {"marker": {"opacity": 0}}
+    fig.add_trace(go.Scatter(x=np.asarray(steps), y=y, mode="markers", marker={"size": 8, "opacity": 0},
+                             hoverinfo="none", showlegend=False, name=SELECT_TRACE, selected=clear,
+                             unselected=clear))
+    return fig.update_layout(clickmode="event+select", hovermode="x")
+
+
+@st.cache_resource(max_entries=256, show_spinner=False)
+def _view(path: str, probes_sig: data.Sig, manifest: data.Sig, name: str, step: int | None) -> go.Figure:
+    return figures.view(path, name, step)
+
+
+def view(ctx: Ctx, name: str, step: int | None = None) -> go.Figure:
+    """The figure library's view ``name`` at ``step`` (default: the selected step), cached per run, step and
+    probe results (shared: :func:`chart` only adds its selection trace once). Views that do not depend on the
+    step (the animations) are cached once per run."""
+    fixed = name.startswith("animate_")
+    return _view(ctx.path, ctx.key.probes, ctx.key.manifest, name, None if fixed else (step or ctx.step))
 
 
 def follow_click(key: str, event) -> None:

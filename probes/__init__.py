@@ -10,7 +10,7 @@
 Importing this package registers the built-in probes (fourier, attention, progress/Li2).
 """
 
-from probes import attention, fourier, llc, progress, seqattention, stability  # noqa: F401  (register the built-in probes)
+from probes import attention, fourier, frames, llc, progress, seqattention, stability  # noqa: F401  (register the built-in probes)
 from probes.registry import DEFAULT_PARAMS, REGISTRY, ProbeContext, available, probe
 from probes.runner import load, load_arrays, measure, run, status
 

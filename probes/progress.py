@@ -36,6 +36,13 @@ def row_losses(logits: Tensor, labels: Tensor) -> Tensor:
     return torch.logsumexp(logits.double(), dim=-1) - correct.double()
 
 
+def accuracy(logits: Tensor, labels: Tensor) -> float:
+    """Fraction of rows whose largest logit is the label (NaN if there are no rows)."""
+    if len(labels) == 0:
+        return math.nan
+    return (logits.argmax(-1) == labels).double().mean().item()
+
+
 def _mean(x: Tensor, mask: Tensor) -> float:
     return x[mask].double().mean().item() if bool(mask.any()) else math.nan
 
@@ -92,8 +99,9 @@ def logit_losses(logits: Tensor, labels: Tensor, train: Tensor, key_freqs: Tenso
         excluded_per_freq[k] = CE(L − D_kᵀD_k L)             (only frequency k removed)
 
     CE is the mean cross-entropy over the train split ``train`` (a [p²] bool mask or row indices).
-    Returns ``restricted`` and ``excluded``
-    (floats) and ``excluded_per_freq`` [K+1] (NaN where k is not key, and at index 0)."""
+    Returns ``restricted`` and ``excluded`` (floats), ``restricted_acc`` and ``excluded_acc`` (the accuracy of
+    L_r and L_x on the same rows: the share whose largest logit is the answer) and ``excluded_per_freq``
+    [K+1] (NaN where k is not key, and at index 0)."""
     p = math.isqrt(logits.shape[0])
     L = logits.double()  # [p², p]
     D = sum_directions(p, key_freqs)  # [f, 2, p²]
@@ -107,6 +115,7 @@ def logit_losses(logits: Tensor, labels: Tensor, train: Tensor, key_freqs: Tenso
         removed = L_tr.float()[None] - torch.einsum("fin,fic->fnc", D_tr.float(), coef.float())
         per_freq[key_freqs] = row_losses(removed.flatten(0, 1), y.repeat(len(key_freqs))).view(-1, len(y)).mean(1)
     return {"restricted": cross_entropy(proj + bias, y), "excluded": cross_entropy(L_tr - proj, y),
+            "restricted_acc": accuracy(proj + bias, y), "excluded_acc": accuracy(L_tr - proj, y),
             "excluded_per_freq": per_freq}
 
 
@@ -162,10 +171,10 @@ def activation_losses(model, cache, task, key_freqs: Tensor, basis: Tensor) -> d
     so the attention path and embeddings reach the logits unchanged (the paper's restricted/excluded
     loss, Nanda et al. 2023, arXiv:2301.05217, §5.1, taken on the neurons instead of the logits).
     A_key W_out = B_Sᵀ (C W_out) B_S is mapped to d_model before returning to the grid.
-    NaN for attention-only models."""
+    ``restricted_acc`` / ``excluded_acc``: the accuracy of the same logits. NaN for attention-only models."""
     cfg = model.cfg
     if cfg.attn_only:
-        return {"restricted": math.nan, "excluded": math.nan}
+        return {"restricted": math.nan, "excluded": math.nan, "restricted_acc": math.nan, "excluded_acc": math.nan}
     layer, mlp = cfg.n_layers - 1, model.blocks[-1].mlp
     tr = task.train_idx
     y = task.labels[tr]
@@ -176,8 +185,9 @@ def activation_losses(model, cache, task, key_freqs: Tensor, basis: Tensor) -> d
     base = cache["resid_mid", layer][tr, -1] + (mlp.b_out if cfg.mlp_bias else 0)
     restricted = base + mean @ mlp.W_out + key_out
     excluded = cache["resid_post", layer][tr, -1] - key_out
-    return {"restricted": cross_entropy(_unembed(model, restricted), y),
-            "excluded": cross_entropy(_unembed(model, excluded), y)}
+    logits_r, logits_x = _unembed(model, restricted), _unembed(model, excluded)
+    return {"restricted": cross_entropy(logits_r, y), "excluded": cross_entropy(logits_x, y),
+            "restricted_acc": accuracy(logits_r, y), "excluded_acc": accuracy(logits_x, y)}
 
 
 def _unembed(model, resid: Tensor) -> Tensor:  # [n, d] -> [n, p]: the answer classes (no '=' output)
@@ -194,18 +204,21 @@ def progress_frequencies(ctx: ProbeContext) -> Tensor:
     return torch.tensor(sorted(int(k) for k in fixed), dtype=torch.long)
 
 
-@probe("progress.restricted", version=2, uses=("key_freqs",))
+@probe("progress.restricted", version=3, uses=("key_freqs",))
 def restricted_probe(ctx: ProbeContext) -> dict:
     """Restricted/excluded loss on the train split, logit and activation conventions
-    (Nanda et al. 2023, arXiv:2301.05217, §5.1); formulas in :func:`logit_losses` and
-    :func:`activation_losses`; frequencies from :func:`progress_frequencies`."""
+    (Nanda et al. 2023, arXiv:2301.05217, §5.1), and the accuracy of the same restricted / excluded logits
+    (version 3); formulas in :func:`logit_losses` and :func:`activation_losses`; frequencies from
+    :func:`progress_frequencies`."""
     keys = progress_frequencies(ctx)
     logit = logit_losses(ctx.logits, ctx.labels, ctx.task.train_idx, keys)
     with torch.no_grad():
         act = activation_losses(ctx.model, ctx.cache, ctx.task, keys, fourier_basis(ctx.p))
     return {"logit.restricted_loss": logit["restricted"], "logit.excluded_loss": logit["excluded"],
             "logit.excluded_loss_per_freq": logit["excluded_per_freq"],
-            "act.restricted_loss": act["restricted"], "act.excluded_loss": act["excluded"]}
+            "act.restricted_loss": act["restricted"], "act.excluded_loss": act["excluded"],
+            "logit.restricted_acc": logit["restricted_acc"], "logit.excluded_acc": logit["excluded_acc"],
+            "act.restricted_acc": act["restricted_acc"], "act.excluded_acc": act["excluded_acc"]}
 
 
 # ====================================================================== Li2

@@ -171,8 +171,26 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
             assert page.locator(f"{PLOT} .heatmaplayer image, {PLOT} .hm image").count() >= 2  # heatmaps render
             page.screenshot(path=str(out_dir / "fourier.png"))
 
+            # a frequency × step heatmap: a click selects the nearest saved step, as on the curves
+            heat = page.locator(PLOT).filter(has=page.locator(".heatmaplayer image, .hm image")).first
+            box = heat.locator(".nsewdrag").first.bounding_box()
+            # Plotly's drag layer keeps the focus where it was; a step slider still focused from the keyboard
+            # puts its own value back when the page redraws, so take the focus off it first
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            page.mouse.click(box["x"] + box["width"] * 0.15, box["y"] + box["height"] * 0.5)
+            page.wait_for_function("""(s) => { const c = document.querySelector("[data-testid='stCaptionContainer']");
+                return !!c && !new RegExp('step ' + s + '\\\\b').test(c.innerText); }""", arg=prev, timeout=60_000)
+            wait_plots(page, 8)
+            heat_step = caption_step(page)
+            assert heat_step != prev and heat_step in steps
+            page.get_by_role("slider").first.focus()  # back to where the test was
+            while caption_step(page) != prev:
+                page.keyboard.press("ArrowLeft" if caption_step(page) > prev else "ArrowRight")
+                page.wait_for_timeout(300)
+                wait_plots(page, 8)
+
             # client-side animation: Play in the browser, count the frames drawn in 3 s
-            page.get_by_text("Watch it form", exact=False).first.click()
+            page.get_by_text("W_E norms", exact=True).first.click()
             anim = page.locator(PLOT).filter(has=page.locator(".updatemenu-button")).first
             anim.wait_for(timeout=60_000)
             page.evaluate("""(el) => { window.__frames = 0;
@@ -188,6 +206,18 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
             page.get_by_role("heading", name="Attention", exact=True).wait_for(timeout=60_000)
             wait_plots(page, 4)
             assert caption_step(page) == prev
+
+            # the per-head attention frequency, animated from the probe's per-step data: >= 5 frames per second
+            page.get_by_text("Watch it form: per-head attention", exact=False).first.click()
+            anim = page.locator(PLOT).filter(has=page.locator(".updatemenu-button")).first
+            anim.wait_for(timeout=60_000)
+            page.evaluate("""(el) => { window.__frames = 0;
+                el.on('plotly_animatingframe', () => { window.__frames += 1; }); }""", anim.element_handle())
+            anim.locator(".updatemenu-button").first.click()
+            page.wait_for_timeout(3000)
+            frames = page.evaluate("window.__frames")
+            print(f"attention animation: {frames} frames in 3 s")
+            assert frames >= 15
             page.screenshot(path=str(out_dir / "attention.png"))
             assert not errors, errors
             assert not outside, f"requests left the machine: {outside}"

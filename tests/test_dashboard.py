@@ -131,9 +131,11 @@ def test_overview_curves_match_metrics(monkeypatch, probed_run):
     loss = chart(at, "Loss")
     assert loss["layout"]["yaxis"]["type"] == "log"
     x, y = trace(loss, "train loss")
-    np.testing.assert_array_equal(x, m["step"].to_numpy())
-    np.testing.assert_allclose(y, m["train_loss"].to_numpy(), rtol=1e-12)
+    drawn = data.downsample_index(len(m), data.MAX_POINTS)  # curves are drawn at ≤ MAX_POINTS points
+    np.testing.assert_array_equal(x, m["step"].to_numpy()[drawn])
+    np.testing.assert_allclose(y, m["train_loss"].to_numpy()[drawn], rtol=1e-12)
     tested = m.dropna(subset=["test_loss"])
+    assert len(tested) <= data.MAX_POINTS  # all of them drawn
     x, y = trace(loss, "test loss")
     np.testing.assert_array_equal(x, tested["step"].to_numpy())
     np.testing.assert_allclose(y, tested["test_loss"].to_numpy(), rtol=1e-12)
@@ -371,7 +373,8 @@ def test_compare_overlays_runs(monkeypatch, probed_run, tiny_run, tmp_path):
     x1, y1 = trace(spec, "other")
     np.testing.assert_array_equal(x0, x1)
     np.testing.assert_allclose(y1, 2 * y0)
-    np.testing.assert_allclose(y0, probed_run.metrics["train_loss"].to_numpy())
+    m0 = probed_run.metrics
+    np.testing.assert_allclose(y0, m0["train_loss"].to_numpy()[data.downsample_index(len(m0), data.MAX_POINTS)])
     ok(at.multiselect(key="compare_series").set_value(["probe:fourier.embed/gini"]).run())
     _, v = scalar(probed_run, "fourier.embed", "gini")
     np.testing.assert_allclose(trace(chart(at, "W_E Fourier sparsity (Gini)"), "tiny")[1], v)

@@ -77,6 +77,17 @@ def test_animation_has_a_frame_per_probed_step(probed):
     assert fig.layout.sliders[0].steps[-1].label == str(int(steps[-1]))
 
 
+def test_attention_frequency_animation_matches_the_view(probed):
+    """``fourier.attention`` (stored at probe time) is the per-head attention frequency view at every step."""
+    fig = figures.view(probed, "animate_attention_freq")
+    steps, _ = probes.load_arrays(probed, "fourier.attention")
+    assert len(fig.frames) == len(steps)
+    assert fig.layout.updatemenus[0].buttons[0].args[1]["frame"]["duration"] <= 200
+    last = np.asarray(fig.frames[-1].data[0].z)
+    view = np.asarray(figures.attention_freq(probed, int(steps[-1])).data[0].z)
+    assert np.allclose(last, view, atol=1e-5)
+
+
 def test_key_frequencies_need_evidence(probed):
     _, arr = probes.load_arrays(probed, "fourier.key_freqs")
     assert arr["is_key"][0].sum() == 0  # initialisation: no key frequency

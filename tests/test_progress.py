@@ -223,3 +223,15 @@ def test_restricted_loss_falls_before_test_loss(tiny_run_copy):
     assert final["act.excluded_loss"] > 2.0
     assert wide["grad_norm_hidden"].iloc[-1] < 0.01 * wide["grad_norm_hidden"].iloc[0]
     assert final["energy_key_share"] > 0.5 and wide["energy_key_share"].iloc[0] == 0.0
+
+
+def test_restricted_accuracy_after_grokking(tiny_run_copy):
+    """The restricted logits of a grokked run still get (almost) every train example right; the excluded
+    logits lose most of them (Nanda et al. 2023's restricted loss, as an accuracy)."""
+    run = tiny_run_copy
+    df = probes.run(run, names=["progress.restricted"], steps=[run.steps[0], run.steps[-1]], progress=False)
+    wide = df.pivot_table(index="step", columns="name", values="value")
+    final = wide.loc[run.steps[-1]]
+    assert final["logit.restricted_acc"] > 0.99 and final["act.restricted_acc"] > 0.99
+    assert final["logit.excluded_acc"] < 0.5
+    assert 0.0 <= wide.loc[run.steps[0], "logit.restricted_acc"] <= 1.0

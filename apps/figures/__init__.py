@@ -35,6 +35,7 @@ from apps.figures.fourier import (
     top_neurons,
 )
 from apps.figures.training import (
+    animate_attention_freq,
     animate_clusters,
     animate_logit_coef,
     animate_norms,
@@ -82,6 +83,9 @@ VIEWS: dict[str, View] = {v.name: v for v in [
          "W_L norms per frequency, animated over training", ("fourier.logit_map",), "Fourier", over_training=True),
     View("animate_clusters", lambda run, step=None: animate_clusters(run),
          "Neuron cluster sizes, animated over training", ("fourier.neurons",), "Fourier", over_training=True),
+    View("animate_attention_freq", lambda run, step=None: animate_attention_freq(run),
+         "Per-head attention frequency, animated over training", ("fourier.attention",), "Attention",
+         over_training=True),
     View("animate_logit_coef", lambda run, step=None: animate_logit_coef(run),
          "Logit coefficients per frequency, animated over training", ("fourier.logits",), "Fourier",
          over_training=True),
@@ -162,6 +166,7 @@ def export(fig: go.Figure, path: str | os.PathLike) -> Path:
 __all__ = [
     "VIEWS",
     "View",
+    "animate_attention_freq",
     "animate_clusters",
     "animate_logit_coef",
     "animate_norms",

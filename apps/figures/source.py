@@ -24,16 +24,19 @@ from probes.phases import Phases
 
 _CACHE: OrderedDict[tuple, Any] = OrderedDict()
 _MAX_ENTRIES = 96
+_READOUTS: OrderedDict[tuple, Any] = OrderedDict()  # ~27 MB each for nanda (the MLP activations): few of them
+_MAX_READOUTS = 12
 
 
-def _cached(key: tuple, fn):
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+def _cached(key: tuple, fn, cache: OrderedDict | None = None, max_entries: int = _MAX_ENTRIES):
+    cache = _CACHE if cache is None else cache
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
     value = fn()
-    _CACHE[key] = value
-    while len(_CACHE) > _MAX_ENTRIES:
-        _CACHE.popitem(last=False)
+    cache[key] = value
+    while len(cache) > max_entries:
+        cache.popitem(last=False)
     return value
 
 
@@ -116,4 +119,4 @@ def readout(run: Run, step: int) -> dict[str, np.ndarray]:
         if not model.cfg.attn_only:
             out["post"] = cache["post", n_layers - 1][:, -1, :].reshape(p, p, -1).float().numpy()
         return out
-    return _cached(_ckpt_key(run, "readout", step), load)
+    return _cached(_ckpt_key(run, "readout", step), load, _READOUTS, _MAX_READOUTS)

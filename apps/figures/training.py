@@ -94,19 +94,10 @@ def _animated_bars(steps_arr, frames_y: np.ndarray, *, title: str, y_title: str,
         return {"type": "bar", "x": k, "y": np.round(frames_y[i], 6).tolist(), "marker": {"color": colors},
                 "name": "value"}
 
-    ms = int(1000 / fps)
-    play = {"frame": {"duration": ms, "redraw": False}, "transition": {"duration": 0}, "fromcurrent": True}
-    still = {"frame": {"duration": 0, "redraw": False}, "transition": {"duration": 0}, "mode": "immediate"}
     layout = {
         "title": {"text": title}, "height": 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
         "yaxis": {"range": _range(frames_y, log_y), "type": "log" if log_y else "linear", "title": {"text": y_title}},
-        "xaxis": {"title": {"text": FREQ_AXIS}},
-        "updatemenus": [{"type": "buttons", "direction": "left", "x": 0, "y": 1.12, "showactive": False, "buttons": [
-            {"label": "▶ Play", "method": "animate", "args": [None, play]},
-            {"label": "❚❚ Pause", "method": "animate", "args": [[None], still]}]}],
-        "sliders": [{"active": 0, "currentvalue": {"prefix": "step "}, "pad": {"t": 40},
-                     "steps": [{"label": str(int(s)), "method": "animate", "args": [[str(int(s))], still]}
-                               for s in steps_arr]}]}
+        "xaxis": {"title": {"text": FREQ_AXIS}}, **_play_controls(steps_arr, fps, redraw=False)}
     frames = [{"name": str(int(s)), "data": [bar(i)]} for i, s in enumerate(steps_arr)]
     return go.Figure({"data": [bar(0)], "layout": layout, "frames": frames}, _validate=False)
 
@@ -154,3 +145,42 @@ def animate_logit_coef(run: Run) -> go.Figure:
     return _animated_bars(steps_arr, np.nan_to_num(arr["coef"][:, 1:]).astype(np.float64),
                           title="Animated: logit coefficient per frequency (dark: key)",
                           y_title="α_k (logit units)", keys_by_frame=_keys_by_step(run, steps_arr))
+
+
+def _play_controls(steps_arr, fps: int, redraw: bool) -> dict:
+    """The Play / Pause buttons and the step slider of a client-side animation (layout entries)."""
+    ms = int(1000 / fps)
+    play = {"frame": {"duration": ms, "redraw": redraw}, "transition": {"duration": 0}, "fromcurrent": True}
+    still = {"frame": {"duration": 0, "redraw": redraw}, "transition": {"duration": 0}, "mode": "immediate"}
+    return {
+        "updatemenus": [{"type": "buttons", "direction": "left", "x": 0, "y": 1.12, "showactive": False, "buttons": [
+            {"label": "▶ Play", "method": "animate", "args": [None, play]},
+            {"label": "❚❚ Pause", "method": "animate", "args": [[None], still]}]}],
+        "sliders": [{"active": 0, "currentvalue": {"prefix": "step "}, "pad": {"t": 40},
+                     "steps": [{"label": str(int(s)), "method": "animate", "args": [[str(int(s))], still]}
+                               for s in steps_arr]}]}
+
+
+def animate_attention_freq(run: Run, fps: int = 10) -> go.Figure:
+    """Per head, the norm per frequency of the attention ``=`` pays to a (``fourier.attention``, the view
+    :func:`attention_freq` at every probed step), animated over training: a head × frequency heatmap per frame,
+    one colour scale for all frames."""
+    steps_arr, arr = _need(source.arrays(run, "fourier.attention"), "fourier.attention")
+    norms = arr["norms"][:, :, :, 1:].astype(np.float32)  # [n_steps, L, H, K]
+    n, n_layers, n_heads, K = norms.shape
+    z = norms.reshape(n, n_layers * n_heads, K)
+    names = [f"L{layer}H{h}" for layer in range(n_layers) for h in range(n_heads)]
+    k = list(range(1, K + 1))
+    zmax = float(np.nanmax(z)) if np.isfinite(z).any() else 1.0
+
+    def heat(i):
+        return {"type": "heatmap", "z": np.round(z[i], 6).tolist(), "x": k, "y": names, "zmin": 0, "zmax": zmax,
+                "colorscale": "Blues", "colorbar": {"title": {"text": "‖attention(a) on {cos k, sin k}‖"}},
+                "hovertemplate": "%{y} k=%{x}<br>norm=%{z:.3g}<extra></extra>"}
+
+    layout = {"title": {"text": "Animated: attention to a, norm per frequency, per head"},
+              "height": 260 + 40 * len(names), "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+              "xaxis": {"title": {"text": FREQ_AXIS}}, "yaxis": {"title": {"text": "head"}, "autorange": "reversed"},
+              **_play_controls(steps_arr, fps, redraw=True)}
+    frames = [{"name": str(int(s)), "data": [heat(i)]} for i, s in enumerate(steps_arr)]
+    return go.Figure({"data": [heat(0)], "layout": layout, "frames": frames}, _validate=False)

@@ -23,11 +23,12 @@ import torch
 from interp.perf import reuse_freed_memory
 from tests.bench.common import print_table, row, write_report
 
-SECTIONS = ["train", "probes", "diff", "sweep", "dashboard"]
-THREADS = {"dashboard": 1}  # torch threads per section; 2 otherwise
+SECTIONS = ["train", "probes", "diff", "sweep", "dashboard", "browser"]
+THREADS = {"dashboard": 1, "browser": 1}  # torch threads per section; 2 otherwise
 #: the peak-RSS rows keep the names they had when each section lived in the package it measures
 RSS_NAMES = {"train": "interp.bench", "probes": "probes.bench", "diff": "interp.bench_diff",
-             "sweep": "interp.bench_sweep", "dashboard": "apps.bench"}
+             "sweep": "interp.bench_sweep", "dashboard": "apps.bench",
+             "browser": "browser bench (driver; the server is a subprocess)"}
 MARK = "BENCH_JSON "
 
 
