@@ -1,6 +1,6 @@
 """Checkpoint diff: what changed between two checkpoints of the run. Defaults to the checkpoints
 around the detected transition. Shows the ``probes.diff.compare`` report inline, rendered by
-:func:`apps.report.to_html`."""
+:func:`apps.report.to_html` (on a sequence-task run, the reduced report of issue 13)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,6 @@ def embed(html: str) -> None:
 def render() -> None:
     ctx = context()
     ui.header("Checkpoint diff", ctx, "what changed between two checkpoints")
-    if not ui.grid_only(ctx, "The checkpoint diff"):
-        return
     if len(ctx.steps) < 2:
         st.info("The run needs at least two checkpoints to compare.")
         return

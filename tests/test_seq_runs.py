@@ -100,8 +100,11 @@ def test_dashboard_pages(monkeypatch, seq_run, page):
     at = AppTest.from_file(str(DASHBOARD), default_timeout=180).run()
     at = at.switch_page(f"page_{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    if page in ("fourier", "progress", "diff"):
+    if page in ("fourier", "progress"):
         assert any("does not apply" in el.value for el in at.info)
+    if page == "diff":  # the reduced sequence report, inline
+        assert not any("does not apply" in el.value for el in at.info)
+        assert not at.error, [e.value for e in at.error]
     if page == "attention":
         titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
         assert any(t.startswith("Layer 0: attention of probe input") for t in titles)
