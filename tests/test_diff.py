@@ -340,4 +340,4 @@ def test_html_report_renders_offline_in_headless_chromium(transition_report, tmp
     assert errors == [] and requests == []
     assert n_figures >= 8 and rendered == n_figures
     assert transition_report.summary[0] in summary and "key frequencies after" in summary
-    assert headings == ["Behaviour", "Fourier", "Weights", "Attention", "Representation similarity"]
+    assert headings == ["Behaviour", "Fourier", "Weights", "Attention", "Representation similarity", "Theories"]
