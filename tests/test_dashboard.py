@@ -480,7 +480,7 @@ def test_cli_runs_streamlit_on_localhost(monkeypatch, tiny_run):
     monkeypatch.setattr(app_cli, "serve", lambda cmd, env: seen.update(cmd=cmd, env=env) or 0)
     assert args.func(args) == 0
     cmd = seen["cmd"]
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("apps/dashboard.py")
+    assert cmd[1:4] == ["-m", "apps.serve", "run"] and cmd[4].endswith("apps/dashboard.py")
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.port") + 1] == "8600"
     assert cmd[cmd.index("--server.headless") + 1] == "true"
