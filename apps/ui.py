@@ -222,9 +222,12 @@ def position(ctx: Ctx, phases: Phases | None, key: str) -> None:
     redrawn by the browser); this strip, small and cheap to redraw, says where the reader is."""
     steps = ctx.steps
     fig = plots.time_figure(f"Timeline: step {ctx.step} selected (dotted); click to move", "", height=130)
-    fig.add_trace(go.Scatter(x=[steps[0], steps[-1]], y=[0, 1], mode="lines", line={"width": 0},
-                             hoverinfo="skip", showlegend=False, name="run"))
-    fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 40}, showlegend=False, title_font_size=13)
+    clear = {"marker": {"opacity": 0}}  # one invisible marker per saved step: a click picks the nearest in x
+    fig.add_trace(go.Scatter(x=np.asarray(steps), y=[0.5] * len(steps), mode="markers", name=SELECT_TRACE,
+                             marker={"size": 8, "opacity": 0}, hovertemplate="step %{x}<extra></extra>",
+                             showlegend=False, selected=clear, unselected=clear))
+    fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 40}, showlegend=False, title_font_size=13,
+                      hovermode="x")
     fig.update_yaxes(visible=False, range=[0, 1], fixedrange=True)
     fig.update_xaxes(range=[steps[0], steps[-1]])
     plots.decorate(fig, phases, ctx.step)
