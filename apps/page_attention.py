@@ -67,7 +67,8 @@ def sparsity_plot(ctx: Ctx, layer: int, measure: str, phases: Phases) -> go.Figu
     steps_arr, arr = got
     label, unit = SPARSITY[measure]
     series = per_head_series(steps_arr, arr[measure][:, layer, :, READOUT])
-    return ui.time_plot(ctx, f"Readout attention: {label}", f"{label} ({unit})", series, log_y=False, phases=phases)
+    return ui.time_plot(ctx, f"Readout attention: {label}", f"{label} ({unit})", series, log_y=False,
+                        phases=phases, mark=False)
 
 
 def sink_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
@@ -79,7 +80,7 @@ def sink_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     if choice is not None:  # query 0 can only see key 0: the plain rate is 100% on 3 tokens
         series["sink rate, query 0 left out"] = choice
     fig = ui.time_plot(ctx, "Sink rate (Gu et al. 2025)", "% of (layer, head) with a sink", series,
-                       log_y=False, phases=phases)
+                       log_y=False, phases=phases, mark=False)
     return fig.update_yaxes(range=[-2, 102])
 
 
@@ -89,7 +90,7 @@ def eq_share_plot(ctx: Ctx, layer: int, phases: Phases) -> go.Figure | None:
         return None
     steps_arr, arr = got
     fig = ui.time_plot(ctx, "Share of readout attention on `=`", "share (0..1)",
-                       per_head_series(steps_arr, arr["eq_share"][:, layer]), log_y=False, phases=phases)
+                       per_head_series(steps_arr, arr["eq_share"][:, layer]), log_y=False, phases=phases, mark=False)
     return fig.update_yaxes(range=[0, 1.02])
 
 
@@ -101,7 +102,7 @@ def value_drain_plot(ctx: Ctx, layer: int, phases: Phases) -> go.Figure | None:
     drain = arr["value_drain"][:, layer].mean(1)  # [n_steps, S], mean over heads
     series = {f"key {k}": pd.Series(drain[:, i], index=steps_arr) for i, k in enumerate(KEYS)}
     return ui.time_plot(ctx, "Value drain ‖v_k·W_O‖ (mean over heads)", "norm of the value written (resid units)",
-                        series, log_y=None, phases=phases)
+                        series, log_y=None, phases=phases, mark=False)
 
 
 def residual_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
@@ -118,7 +119,7 @@ def residual_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
                                                                           index=steps_arr)
         series[f"max|x| / median|x|, {where}"] = pd.Series(massive[:, layer], index=steps_arr)
     return ui.time_plot(ctx, "Residual stream: norm ratio and massive activations", "ratio", series, log_y=None,
-                        phases=phases)
+                        phases=phases, mark=False)
 
 
 def render() -> None:
@@ -127,6 +128,7 @@ def render() -> None:
     if ctx.run.train_config.seq_task is not None:  # sequence tasks (issue 13)
         attention_seq.render(ctx)
         return
+    ui.position(ctx, ui.phases(ctx), "attention_position")
     patterns = ui.attention_patterns(ctx, ctx.step)
     n_layers = 1 if patterns is None else patterns.shape[0]
     layer = st.selectbox("layer", list(range(n_layers)), key="attn_layer") if n_layers > 1 else 0

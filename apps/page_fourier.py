@@ -35,7 +35,7 @@ def embed_heatmap(ctx: Ctx) -> go.Figure | None:
     fig = plots.heatmap(norms.T, steps_arr.tolist(), list(range(1, norms.shape[1] + 1)),
                         title="W_E norm per frequency", x_title="training step", y_title=FREQ_AXIS,
                         colorbar="‖W_E proj‖", log_color=plots.spans_decades(norms, 1.5), height=420)
-    return plots.decorate(fig, ui.phases(ctx), ctx.step, annotate=False, layer="above")
+    return plots.decorate(fig, ui.phases(ctx), None, annotate=False, layer="above")
 
 
 def gini_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
@@ -44,7 +44,7 @@ def gini_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     if not series:
         return None
     fig = ui.time_plot(ctx, "Sparsity in the Fourier basis", "Gini coefficient (0..1)",
-                       series, log_y=False, phases=phases)
+                       series, log_y=False, phases=phases, mark=False)
     return fig.update_yaxes(range=[0, 1])
 
 
@@ -139,7 +139,7 @@ def logits_section(ctx: Ctx, phases: Phases) -> None:
                                   ("all frequencies", "fourier.logits/fve_all")])
     if series:
         fig = ui.time_plot(ctx, "Logit variance explained by cos(w_k(a+b−c))", "fraction of variance", series,
-                           log_y=False, phases=phases)
+                           log_y=False, phases=phases, mark=False)
         with c2:
             ui.chart(fig.update_yaxes(range=[0, 1.02]), "fourier_logit_fve")
 
@@ -150,7 +150,7 @@ def clock_pizza(ctx: Ctx, phases: Phases) -> go.Figure | None:
     if not series:
         return None
     fig = ui.time_plot(ctx, "Clock vs Pizza (Zhong et al. 2023)", "measure (nominally 0..1)", series, log_y=False,
-                       phases=phases)
+                       phases=phases, mark=False)
     lo = min(0.0, *(float(s.min()) for s in series.values()))  # gradient symmetricity can go negative
     hi = max(1.0, *(float(s.max()) for s in series.values()))
     return fig.update_yaxes(range=[lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)])
@@ -188,6 +188,7 @@ def render() -> None:
     if not ui.need_probes(ctx, ["fourier.embed", "fourier.neurons"], "The Fourier page"):
         return
     phases = ui.phases(ctx)
+    ui.position(ctx, phases, "fourier_position")
     _figure(ctx, "fourier_norms", "fourier_norms")
     c1, c2 = st.columns(2)
     with c1:

@@ -33,7 +33,7 @@ def loss_plot(ctx: Ctx, conv: str, phases: Phases) -> go.Figure | None:
         return None
     title, _ = CONVENTIONS[conv]
     return ui.time_plot(ctx, f"Restricted / excluded loss — {title.lower()}", "cross-entropy loss (nats)", series,
-                        log_y=True, phases=phases)
+                        log_y=True, phases=phases, mark=False)
 
 
 def accuracy_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
@@ -48,7 +48,7 @@ def accuracy_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     if not any(k.startswith(("restricted", "excluded")) for k in series):
         return None
     fig = ui.time_plot(ctx, "Restricted / excluded accuracy", "accuracy (fraction correct, train split)", series,
-                       log_y=False, phases=phases)
+                       log_y=False, phases=phases, mark=False)
     return fig.update_yaxes(range=[0, 1.02])
 
 
@@ -57,9 +57,11 @@ def weight_plots(ctx: Ctx, phases: Phases) -> tuple[go.Figure | None, go.Figure 
     df = data.probe_scalars(ctx.path, ctx.key.probes)
     per = {c.split("/ssq.", 1)[1]: df[c].dropna() for c in df.columns if c.startswith("progress.weights/ssq.")}
     fig_total = None if total is None else ui.time_plot(
-        ctx, "Total sum of squared weights", "Σ θ² (all parameters)", {"Σθ²": total}, log_y=False, phases=phases)
+        ctx, "Total sum of squared weights", "Σ θ² (all parameters)", {"Σθ²": total}, log_y=False,
+        phases=phases, mark=False)
     fig_per = None if not per else ui.time_plot(
-        ctx, "Sum of squared weights per parameter", "Σ θ² of the parameter", per, log_y=None, phases=phases)
+        ctx, "Sum of squared weights per parameter", "Σ θ² of the parameter", per, log_y=None,
+        phases=phases, mark=False)
     return fig_total, fig_per
 
 
@@ -85,7 +87,8 @@ def li2_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     if not series:
         return None
     norm = {k: v for k, v in series.items() if k.startswith("‖")}
-    fig = ui.time_plot(ctx, "Li² signals (Tian 2025)", "‖∂L/∂F‖ (gradient norm)", norm, log_y=None, phases=phases)
+    fig = ui.time_plot(ctx, "Li² signals (Tian 2025)", "‖∂L/∂F‖ (gradient norm)", norm, log_y=None,
+                       phases=phases, mark=False)
     share = series.get("energy share of key neurons")
     if share is not None:  # a 0..1 share on its own linear axis, not on the norm's log axis
         fig.add_trace(go.Scatter(x=share.index.to_numpy(), y=share.to_numpy(dtype=float), yaxis="y2", mode="lines",
@@ -111,6 +114,7 @@ def render() -> None:
         return
     phases = ui.phases(ctx)
     st.caption(f"Shaded: {transition_caption(phases)} ({phases.signal}).")
+    ui.position(ctx, phases, "progress_position")
     c1, c2 = st.columns(2)
     for col, conv in [(c1, "logit"), (c2, "act")]:
         with col:

@@ -58,14 +58,17 @@ def add_step_selector(fig: go.Figure, steps: list[int]) -> go.Figure:
 
 @st.cache_resource(max_entries=256, show_spinner=False)
 def _view(path: str, probes_sig: data.Sig, manifest: data.Sig, name: str, step: int | None) -> go.Figure:
+    if step is None and figures.VIEWS[name].over_training:
+        return figures.VIEWS[name].fn(data.run_of(data.RunKey.of(path)), None)
     return figures.view(path, name, step)
 
 
 def view(ctx: Ctx, name: str, step: int | None = None) -> go.Figure:
     """The figure library's view ``name`` at ``step`` (default: the selected step), cached per run, step and
-    probe results (shared: :func:`chart` only adds its selection trace once). Views that do not depend on the
-    step (the animations) are cached once per run."""
-    fixed = name.startswith("animate_")
+    probe results (shared: :func:`chart` only adds its selection trace once). Views over training (time
+    series, animations) are drawn without the selected step and cached once per run: the browser keeps a
+    chart whose figure is unchanged, so a step change redraws only what depends on the step."""
+    fixed = figures.VIEWS[name].over_training  # time series drawn without the step: the same figure every step
     return _view(ctx.path, ctx.key.probes, ctx.key.manifest, name, None if fixed else (step or ctx.step))
 
 
@@ -211,3 +214,21 @@ def time_plot(ctx: Ctx, title: str, y_title: str, series: dict[str, pd.Series], 
     if len(series) > 4:  # many series: legend on the right instead of under the axis title
         fig.update_layout(legend={"orientation": "v", "x": 1.02, "y": 1, "yanchor": "top"})
     return plots.decorate(fig, phases, ctx.step if mark else None)
+
+
+def position(ctx: Ctx, phases: Phases | None, key: str) -> None:
+    """A thin timeline of the run: the phases, the grokking step and the selected step; a click moves the step.
+    The pages' time series leave the selected step out (a figure that does not change across steps is not
+    redrawn by the browser); this strip, small and cheap to redraw, says where the reader is."""
+    steps = ctx.steps
+    fig = plots.time_figure(f"Timeline: step {ctx.step} selected (dotted); click to move", "", height=130)
+    clear = {"marker": {"opacity": 0}}  # one invisible marker per saved step: a click picks the nearest in x
+    fig.add_trace(go.Scatter(x=np.asarray(steps), y=[0.5] * len(steps), mode="markers", name=SELECT_TRACE,
+                             marker={"size": 8, "opacity": 0}, hovertemplate="step %{x}<extra></extra>",
+                             showlegend=False, selected=clear, unselected=clear))
+    fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 40}, showlegend=False, title_font_size=13,
+                      hovermode="x")
+    fig.update_yaxes(visible=False, range=[0, 1], fixedrange=True)
+    fig.update_xaxes(range=[steps[0], steps[-1]])
+    plots.decorate(fig, phases, ctx.step)
+    chart(fig, key)

@@ -26,7 +26,7 @@ DASHBOARD = Path(__file__).parents[1] / "dashboard.py"
 
 def streamlit_command(runs: list[str], root: str, port: int, address: str = "127.0.0.1") -> list[str]:
     """The ``streamlit run`` command line that serves the dashboard (headless, bound to ``address``)."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD),
+    cmd = [sys.executable, "-m", "apps.serve", "run", str(DASHBOARD),  # streamlit, imports warmed first
            "--server.address", address, "--server.port", str(port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal", "--", "--root", root]
     return cmd + [str(Path(r)) for r in runs]

@@ -4,7 +4,9 @@ Debian's Chromium (``/usr/bin/chromium``) through Playwright.
 
 Measured, with Streamlit's caches warm from a first visit of every page (except the first load):
 
-* first load: ``page.goto`` right after the server answers its health check, until the Overview is drawn;
+* first load: ``page.goto`` right after the server answers its health check, until the Overview is drawn
+  (a server started the way ``grokscope app`` starts it: ``python -m apps.serve``, which imports torch and
+  Plotly before serving, where the checkout has it);
 * page switch: a click on the page's link in the navigation until the page is drawn;
 * step change: one checkpoint left with the keyboard on the step slider (a step not shown before), and
   back (a step shown before), until the page's caption names the new step.
@@ -58,7 +60,8 @@ def free_port() -> int:
 
 def start_server(app: Path, run_path: Path, port: int, log: Path) -> subprocess.Popen:
     """``streamlit run APP/apps/dashboard.py -- RUN`` on 127.0.0.1:port (the settings ``grokscope app`` uses)."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app / "apps" / "dashboard.py"),
+    launcher = "apps.serve" if (app / "apps" / "serve.py").exists() else "streamlit"  # as `grokscope app`
+    cmd = [sys.executable, "-m", launcher, "run", str(app / "apps" / "dashboard.py"),
            "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
            "--server.fileWatcherType", "none", "--",
