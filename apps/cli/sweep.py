@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from apps.cli.common import UsageError, num, text_table
 from interp import PRESETS
-from interp.sweep import BACKENDS, DELAY_FACTOR
+from interp.sweep import BACKENDS, DELAY_FACTOR, SUMMARY_FILE, SweepError
 
 
 def format_table(df: Any, params: Sequence[str]) -> str:
@@ -81,7 +81,7 @@ def check_grid_size(specs: list[str]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from interp import preset
-    from interp.sweep import SUMMARY_FILE, SweepError, default_out, parse_grid, run
+    from interp.sweep import default_out, parse_grid, run
     from probes import sweep_summary
 
     _check_options(args)
@@ -96,24 +96,17 @@ def _run(args: argparse.Namespace) -> int:
     check_grid_size(args.grid)
     grid = parse_grid(args.grid)
     out = Path(args.out) if args.out else default_out(name, grid)
-    try:
-        df = run(base, grid, out=out, backend=args.backend, workers=args.workers, address=args.address,
-                 device=args.device, max_batch=args.max_batch, num_gpus=args.num_gpus, max_retries=args.max_retries,
-                 progress=not args.quiet, preset_name=name, columns=sweep_summary.columns(out))
-    except SweepError as e:
-        print(f"grokscope: error: {e}", file=sys.stderr)
-        print(f"summary of the others in {out / SUMMARY_FILE}; re-run the same command to retry", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"grokscope: interrupted; re-run the same command to continue the sweep in {out}", file=sys.stderr)
-        return 130
-    return _print_result(df, list(grid), out)
+    return _execute(lambda: run(base, grid, out=out, backend=args.backend, workers=args.workers,
+                                address=args.address, device=args.device, max_batch=args.max_batch,
+                                num_gpus=args.num_gpus, max_retries=args.max_retries, progress=not args.quiet,
+                                preset_name=name, columns=sweep_summary.columns(out)),
+                    out, lambda df: list(grid))
 
 
 def _run_fork(args: argparse.Namespace) -> int:
     """``--fork RUN --at ...``: a fork sweep (:func:`interp.sweep_fork.run_fork`)."""
     from apps.cli.fork import parse_steps
-    from interp.sweep import FORK_STEP, SUMMARY_FILE, SweepError
+    from interp.sweep import FORK_STEP
     from interp.sweep_fork import default_fork_out, run_fork
     from probes import sweep_summary
 
@@ -121,10 +114,18 @@ def _run_fork(args: argparse.Namespace) -> int:
             *([f"stop_after_grok={args.stop_after_grok}"] if args.stop_after_grok is not None else [])]
     check_grid_size([f"{FORK_STEP}={args.at}", *(args.grid or [])])
     out = Path(args.out) if args.out else default_fork_out(args.fork, [FORK_STEP, *_grid_keys(args.grid)])
+    return _execute(lambda: run_fork(args.fork, parse_steps(args.at), args.grid or [], set=sets,
+                                     interventions=args.intervene or [], out=out, backend=args.backend,
+                                     workers=args.workers, address=args.address, max_retries=args.max_retries,
+                                     progress=not args.quiet, columns=sweep_summary.columns(out)),
+                    out, lambda df: [c for c in df.columns if c == FORK_STEP or c in _grid_keys(args.grid)])
+
+
+def _execute(sweep: Callable[[], Any], out: Path, params: Callable[[Any], list[str]]) -> int:
+    """Run ``sweep`` (it returns the summary frame) and print its table; a failed member or Ctrl-C says how
+    to continue (re-running the command resumes) and gives exit code 1 or 130."""
     try:
-        df = run_fork(args.fork, parse_steps(args.at), args.grid or [], set=sets, interventions=args.intervene or [],
-                      out=out, backend=args.backend, workers=args.workers, address=args.address,
-                      max_retries=args.max_retries, progress=not args.quiet, columns=sweep_summary.columns(out))
+        df = sweep()
     except SweepError as e:
         print(f"grokscope: error: {e}", file=sys.stderr)
         print(f"summary of the others in {out / SUMMARY_FILE}; re-run the same command to retry", file=sys.stderr)
@@ -132,7 +133,7 @@ def _run_fork(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"grokscope: interrupted; re-run the same command to continue the sweep in {out}", file=sys.stderr)
         return 130
-    return _print_result(df, [c for c in df.columns if c == FORK_STEP or c in _grid_keys(args.grid)], out)
+    return _print_result(df, params(df), out)
 
 
 def _grid_keys(specs: list[str] | None) -> list[str]:
