@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,12 +21,11 @@ import pytest
 from apps import data
 from apps.cli.app import streamlit_command
 from interp import Run
+from tests.bench.browser import CHROMIUM_ARGS, free_port, wait_healthy
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 PLOT = ".js-plotly-plot"
 
 
@@ -40,26 +37,6 @@ def chromium() -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer on {url} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +83,17 @@ def wait_plots(page, n: int, timeout: float = 120_000) -> None:
 def caption_step(page) -> int:
     text = page.locator("[data-testid='stCaptionContainer']").first.inner_text()
     return int(re.search(r"step (\d+)", text).group(1))
+
+
+def play_and_count_frames(page, seconds: float = 3.0) -> int:
+    """Press Play on the first animated chart of the page; the frames Plotly draws in ``seconds``."""
+    anim = page.locator(PLOT).filter(has=page.locator(".updatemenu-button")).first
+    anim.wait_for(timeout=60_000)
+    page.evaluate("""(el) => { window.__frames = 0;
+        el.on('plotly_animatingframe', () => { window.__frames += 1; }); }""", anim.element_handle())
+    anim.locator(".updatemenu-button").first.click()
+    page.wait_for_timeout(seconds * 1000)
+    return page.evaluate("window.__frames")
 
 
 def test_dashboard_in_chromium(server, probed_run, out_dir):
@@ -191,13 +179,7 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
 
             # client-side animation: Play in the browser, count the frames drawn in 3 s
             page.get_by_text("W_E norms", exact=True).first.click()
-            anim = page.locator(PLOT).filter(has=page.locator(".updatemenu-button")).first
-            anim.wait_for(timeout=60_000)
-            page.evaluate("""(el) => { window.__frames = 0;
-                el.on('plotly_animatingframe', () => { window.__frames += 1; }); }""", anim.element_handle())
-            anim.locator(".updatemenu-button").first.click()
-            page.wait_for_timeout(3000)
-            frames = page.evaluate("window.__frames")
+            frames = play_and_count_frames(page)
             print(f"animation: {frames} frames in 3 s")
             assert frames >= 15  # >= 5 frames per second
 
@@ -209,13 +191,7 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
 
             # the per-head attention frequency, animated from the probe's per-step data: >= 5 frames per second
             page.get_by_text("Watch it form: per-head attention", exact=False).first.click()
-            anim = page.locator(PLOT).filter(has=page.locator(".updatemenu-button")).first
-            anim.wait_for(timeout=60_000)
-            page.evaluate("""(el) => { window.__frames = 0;
-                el.on('plotly_animatingframe', () => { window.__frames += 1; }); }""", anim.element_handle())
-            anim.locator(".updatemenu-button").first.click()
-            page.wait_for_timeout(3000)
-            frames = page.evaluate("window.__frames")
+            frames = play_and_count_frames(page)
             print(f"attention animation: {frames} frames in 3 s")
             assert frames >= 15
             page.screenshot(path=str(out_dir / "attention.png"))
