@@ -13,46 +13,25 @@ by :mod:`apps.report_sections` (tables from :mod:`apps.report_rows`, figures fro
 behaviour, Fourier, weights, attention and representation; sequence-task reports (issue 13) have
 behaviour, weights, attention and sinks and representation, and say why Fourier does not apply.
 A new section is a function ``(d, html) -> Section | None`` (see :class:`apps.report_sections.Section`)
-and one line in each renderer: ``parts += section_markdown(...)``, ``body += section_html(...)``.
+and one line in each renderer: ``parts += section_markdown(...)``, ``body += section_html(...)``. The
+Theories section (:mod:`apps.report_theories`, issue 15) ends both pages.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
 from typing import Any
 
-from apps.report_rows import ARROW
-from apps.report_sections import Section, Table, attention, behaviour, fourier, representation, sinks, weights
-from apps.report_theories import with_theories
+from apps import report_theories
+from apps.report_rows import ARROW, html_table, md_table, md_text
+from apps.report_sections import Section, attention, behaviour, fourier, representation, sinks, weights
 from probes.diff import DiffReport
 
 __all__ = ["ARROW", "md_text", "render_html", "render_markdown", "to_html", "to_markdown"]
 
 
 # ====================================================================== Markdown
-_MD_ACTIVE = str.maketrans({c: "\\" + c for c in "\\`*_[]|~"})
-
-
-def md_text(s: Any) -> str:
-    """``s`` as literal Markdown text: one line, HTML characters as entities, Markdown's markup
-    characters backslash-escaped (run names and other user strings go through here)."""
-    text = html.escape(" ".join(str(s).splitlines()), quote=False).translate(_MD_ACTIVE)
-    return "\\" + text if text[:1] in ("#", "+", "-", "!", ">", "=") else text
-
-
-def _md_cell(s: Any) -> str:
-    return html.escape(" ".join(str(s).splitlines()), quote=False).replace("|", "\\|")
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    esc = _md_cell
-    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def section_markdown(s: Section | None) -> list[str]:
     """A section's Markdown lines (none for None): title, intro, notes, then each table."""
     if s is None:
@@ -63,7 +42,7 @@ def section_markdown(s: Section | None) -> list[str]:
         out += [md_text(note), ""]
     for t in s.tables:
         out += [t.caption, ""] if t.caption else []
-        out += [_md_table(t.header, t.rows), ""]
+        out += [md_table(t.header, t.rows), ""]
     return out
 
 
@@ -79,6 +58,7 @@ def render_markdown(d: dict[str, Any]) -> str:
     parts += section_markdown(attention(d, html=False))
     parts += section_markdown(sinks(d, html=False))
     parts += section_markdown(representation(d, html=False))
+    parts += report_theories.markdown_lines(d)
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -92,13 +72,6 @@ td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}td:first-child,t
 th{background:#f4f4f4}.summary{background:#f6f8fa;border-left:4px solid #4c78a8;padding:.6em 1.2em}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}.meta{color:#666;font-size:.9em}
 """
-
-
-def _html_table(t: Table) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(str(h))}</th>" for h in t.header)
-    body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in t.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _inline_html(text: str) -> str:
@@ -133,8 +106,8 @@ def section_html(s: Section | None, figures: _Figures) -> list[str]:
         return []
     text = f"<p>{_inline_html(s.intro)}</p>" if s.intro else ""
     text += "".join(f"<p class='note'>{html.escape(n)}</p>" for n in s.notes)
-    return [f"<h2 id='{s.key}'>{html.escape(s.title)}</h2>", text + "".join(_html_table(t) for t in s.tables),
-            figures.html(s.key, s.figures)]
+    text += "".join(html_table(t.header, t.rows) for t in s.tables)
+    return [f"<h2 id='{s.key}'>{html.escape(s.title)}</h2>", text, figures.html(s.key, s.figures)]
 
 
 def render_html(d: dict[str, Any]) -> str:
@@ -153,6 +126,7 @@ def render_html(d: dict[str, Any]) -> str:
     body += section_html(attention(d, html=True), figures)
     body += section_html(sinks(d, html=True), figures)
     body += section_html(representation(d, html=True), figures)
+    body.append(report_theories.html_blocks(d, with_plotlyjs=figures.n == 0))
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>diff {e(a['label'])} {ARROW} {e(b['label'])}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
@@ -171,5 +145,3 @@ def to_html(report: DiffReport | dict[str, Any]) -> str:
     """A report (or its ``data`` dict) as one self-contained HTML page."""
     return render_html(_data(report))
 
-
-render_markdown, render_html = with_theories(render_markdown, "md"), with_theories(render_html, "html")  # issue 15

@@ -4,6 +4,7 @@ report's plain-data dict (``DiffReport.data``) and returns lists of strings."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,34 @@ import numpy as np
 from probes.diff import fmt, fmt_set
 
 ARROW = "→"
+
+
+# ====================================================================== text: Markdown and HTML
+_MD_ACTIVE = str.maketrans({c: "\\" + c for c in "\\`*_[]|~"})
+
+
+def md_text(s: Any) -> str:
+    """``s`` as literal Markdown text: one line, HTML characters as entities, Markdown's markup
+    characters backslash-escaped (run names and other user strings go through here)."""
+    text = html.escape(" ".join(str(s).splitlines()), quote=False).translate(_MD_ACTIVE)
+    return "\\" + text if text[:1] in ("#", "+", "-", "!", ">", "=") else text
+
+
+def md_cell(s: Any) -> str:
+    return html.escape(" ".join(str(s).splitlines()), quote=False).replace("|", "\\|")
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(map(md_cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(md_cell, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def html_table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # ====================================================================== shared helpers

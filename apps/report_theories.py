@@ -4,19 +4,18 @@ measure places the transition (the change-point rule of :mod:`probes.theories`) 
 they are. Computed by :func:`probes.theories.diff_section` (the report's ``theories`` entry);
 rendered here as a Markdown table, and in HTML as a Plotly figure and the table.
 
-:func:`with_theories` wraps a renderer of :mod:`apps.report` so its page ends with this section
-(``render_markdown = with_theories(render_markdown, "md")``); :func:`markdown_lines` and
-:func:`html_blocks` are the section alone.
+:func:`markdown_lines` and :func:`html_blocks` are the section; :mod:`apps.report`'s renderers end
+both pages with it.
 """
 
 from __future__ import annotations
 
-import functools
 import html
-from collections.abc import Callable
 from typing import Any
 
 import plotly.graph_objects as go
+
+from apps.report_rows import html_table, md_table, md_text
 
 TITLE = "Theories"
 INTRO = ("Each theory's measure of progress over the whole run, normalised to [0, 1] (0 → 1 = progress), "
@@ -57,23 +56,10 @@ def _lines(part: dict[str, Any]) -> tuple[str, str, str]:
             f"Missing measures: {missing}." if missing else "Every measure is present.")
 
 
-_MD_ACTIVE = str.maketrans({c: "\\" + c for c in "\\`*_[]|~"})
-
-
-def md_text(s: Any) -> str:
-    """``s`` as literal Markdown text (one line, HTML characters as entities, markup escaped)."""
-    text = html.escape(" ".join(str(s).splitlines()), quote=False).translate(_MD_ACTIVE)
-    return "\\" + text if text[:1] in ("#", "+", "-", "!", ">", "=") else text
-
-
 def _absent(d: dict[str, Any]) -> str:
     if d.get("kind") == "sequence":
         return "Not computed for sequence tasks (the theories' measures are probes of the p×p grid tasks)."
     return "Not in this report (written before the section existed)."
-
-
-def _md_cell(s: Any) -> str:
-    return html.escape(" ".join(str(s).splitlines()), quote=False).replace("|", "\\|")
 
 
 def markdown_lines(d: dict[str, Any]) -> list[str]:
@@ -85,8 +71,7 @@ def markdown_lines(d: dict[str, Any]) -> list[str]:
     out += [INTRO + parts[0]["rule"] + "." if parts else INTRO, ""]
     for part in parts:
         head, spread, missing = _lines(part)
-        out += [md_text(head), "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows(part)]
+        out += [md_text(head), "", md_table(HEADER, rows(part))]
         out += ["", spread, "", md_text(missing), ""]
     return out
 
@@ -111,13 +96,6 @@ def figure(part: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def _table_html(header: list[str], body: list[list[str]]) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in header)
-    return (f"<table><thead><tr>{head}</tr></thead><tbody>"
-            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body) + "</tbody></table>")
-
-
 def html_blocks(d: dict[str, Any], with_plotlyjs: bool) -> str:
     """The section as HTML; ``with_plotlyjs``: embed the plotly.js bundle (the page has none yet)."""
     import plotly.io as pio
@@ -130,22 +108,9 @@ def html_blocks(d: dict[str, Any], with_plotlyjs: bool) -> str:
     out.append(f"<p>{e(INTRO + (parts[0]['rule'] + '.' if parts else ''))}</p>")
     for i, part in enumerate(parts):
         head, spread, missing = _lines(part)
-        out += [f"<p><b>{e(head)}</b></p>", _table_html(HEADER, rows(part)), f"<p>{e(spread)}</p>",
+        out += [f"<p><b>{e(head)}</b></p>", html_table(HEADER, rows(part)), f"<p>{e(spread)}</p>",
                 f"<p class='note'>{e(missing)}</p>" if part["missing"] else f"<p>{e(missing)}</p>"]
         if len(part["curves"]) > 1:
             out.append(pio.to_html(figure(part), include_plotlyjs=with_plotlyjs and i == 0, full_html=False,
                                    div_id=f"fig-theories-{i}", config={"displaylogo": False, "responsive": True}))
     return "\n".join(out)
-
-
-def with_theories(render: Callable[[dict[str, Any]], str], kind: str) -> Callable[[dict[str, Any]], str]:
-    """``render`` (a report renderer, ``kind`` "md" or "html") with the Theories section at the end."""
-    @functools.wraps(render)
-    def wrapped(d: dict[str, Any]) -> str:
-        page = render(d)
-        if kind == "md":
-            return page.rstrip() + "\n\n" + "\n".join(markdown_lines(d)).rstrip() + "\n"
-        end = page.rindex("</body>")
-        return page[:end] + html_blocks(d, "window.PlotlyConfig" not in page) + "\n" + page[end:]
-
-    return wrapped
