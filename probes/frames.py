@@ -11,19 +11,25 @@ from typing import Any
 
 import torch
 
-from probes.fourier import fourier_norms
+from probes.fourier import fourier_basis, per_freq
 from probes.registry import ProbeContext, probe
+
+
+def head_freq_norms(att_a: torch.Tensor, p: int) -> torch.Tensor:
+    """[..., p] attention of each head to a, as a function of a -> [..., K+1]: the norm per Fourier frequency
+    (as :func:`probes.fourier.fourier_norms`) of f(a), centred, for every leading index at once."""
+    f = att_a.double()
+    coef = (f - f.mean(-1, keepdim=True)) @ fourier_basis(p, torch.float64).T  # [..., p]
+    return per_freq(coef.pow(2), p).sqrt()
 
 
 def attention_freq_norms(pattern: torch.Tensor, p: int) -> torch.Tensor:
     """[L, p², H, S, S] attention patterns over the grid (row a·p + b) -> [L, H, K+1]: for each head, the
-    norms per frequency (:func:`probes.fourier.fourier_norms`) of f(a) = mean_b attention(= → a), centred."""
-    att = pattern[:, :, :, -1, 0].double()  # [L, p², H]: readout query, key a
+    norms per frequency of f(a) = mean_b attention(= → a) (:func:`head_freq_norms`)."""
+    att = pattern[:, :, :, -1, 0]  # [L, p², H]: readout query, key a
     n_layers, _, n_heads = att.shape
-    f = att.reshape(n_layers, p, p, n_heads).mean(2)  # [L, p(a), H]
-    f = f - f.mean(1, keepdim=True)
-    return torch.stack([torch.stack([fourier_norms(f[layer, :, h][:, None], p, axis=0)[0]
-                                     for h in range(n_heads)]) for layer in range(n_layers)]).float()
+    f = att.double().reshape(n_layers, p, p, n_heads).mean(2)  # [L, p(a), H]
+    return head_freq_norms(f.transpose(1, 2), p).float()
 
 
 @probe("fourier.attention", version=1)

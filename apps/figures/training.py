@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
 
 from apps import plots
 from apps.figures import source
 from apps.figures.fourier import FREQ_AXIS, KEY_COLOR, OTHER_COLOR, _need, final_keys, key_at
 from interp import Run
-from probes.fourier import fourier_norms as _fourier_norms
+from probes.frames import head_freq_norms
 
 
 def _time_fig(run: Run, step: int | None, title: str, y_title: str, series: dict, log_y: bool | None = None):
@@ -63,15 +64,9 @@ def attention_freq(run: Run, step: int) -> go.Figure:
     patterns are periodic in the key frequencies)."""
     pattern = source.readout(run, step)["pattern"]  # [L, H, 3, p, p]
     n_layers, n_heads, _, p, _ = pattern.shape
-    import torch
-
-    rows, names = [], []
-    for layer in range(n_layers):
-        for h in range(n_heads):
-            f = torch.from_numpy(pattern[layer, h, 0].mean(1).astype(np.float64))  # attention to a, over a
-            rows.append(_fourier_norms(f[:, None] - f.mean(), p, axis=0)[0][1:].numpy())
-            names.append(f"L{layer}H{h}")
-    z = np.stack(rows)
+    att_a = torch.from_numpy(pattern[:, :, 0].mean(-1).astype(np.float64))  # [L, H, p]: attention to a, over b
+    z = head_freq_norms(att_a, p)[..., 1:].reshape(n_layers * n_heads, -1).numpy()
+    names = [f"L{layer}H{h}" for layer in range(n_layers) for h in range(n_heads)]
     keys = set(key_at(run, step))
     x = [f"{k}*" if k in keys else str(k) for k in range(1, z.shape[1] + 1)]
     fig = plots.heatmap(z, x, names, title=f"Attention to a: norm per frequency, per head (step "
