@@ -180,15 +180,9 @@ def animations(ctx: Ctx) -> None:
         _figure(ctx, ANIMATIONS[choice], f"fourier_{ANIMATIONS[choice]}")
 
 
-def render() -> None:
-    ctx = context()
-    ui.header("Fourier", ctx, "frequencies of Z_p in weights, neurons and logits")
-    if not ui.grid_only(ctx, "The Fourier page"):
-        return
-    if not ui.need_probes(ctx, ["fourier.embed", "fourier.neurons"], "The Fourier page"):
-        return
-    phases = ui.phases(ctx)
-    ui.position(ctx, phases, "fourier_position")
+def frequencies(ctx: Ctx, phases: Phases) -> None:
+    """Weights in the Fourier basis: norms per frequency at the step (Fig. 3), over training, sparsity,
+    Clock vs Pizza and the embedding circles."""
     _figure(ctx, "fourier_norms", "fourier_norms")
     c1, c2 = st.columns(2)
     with c1:
@@ -201,7 +195,12 @@ def render() -> None:
     with c4:
         ui.chart(clock_pizza(ctx, phases), "fourier_clock_pizza",
                  "No `fourier.clock_pizza` results: compute the probes to see Clock vs Pizza.")
-    animations(ctx)
+    st.subheader("Embedding")
+    _figure(ctx, "embedding_circle", "fourier_embedding_circle")
+
+
+def neurons(ctx: Ctx, phases: Phases) -> None:
+    """MLP neurons: frequency clusters, FVE per neuron and frequency, the top neurons and one neuron."""
     st.subheader(f"Neuron clusters at step {ctx.step}")
     got = clusters(ctx)
     stats = None
@@ -217,15 +216,44 @@ def render() -> None:
                  help="a grid of heatmaps over (a, b) at the selected step (drawn only while this is on)"):
         _figure(ctx, "top_neurons", "fourier_top_neurons")
     neuron_section(ctx, stats)
-    st.subheader("Embedding")
-    _figure(ctx, "embedding_circle", "fourier_embedding_circle")
-    st.subheader("Logits")
+
+
+def logits(ctx: Ctx, phases: Phases) -> None:
+    """The logits in the Fourier basis: coefficients at the step and over training (Fig. 14), variance
+    explained, and the 2D Fourier norms (Fig. 4)."""
     logits_section(ctx, phases)
     c7, c8 = st.columns(2)
     with c7:
         _figure(ctx, "logit_coefficients", "fourier_logit_coef_time")
     with c8:
         _figure(ctx, "logit_fourier_2d", "fourier_logit_2d")
+
+
+#: the page's sections, one tab each; only the open tab runs (and reaches the browser)
+SECTIONS = {"Frequencies": frequencies, "Neurons": neurons, "Logits": logits,
+            "Watch it form": lambda ctx, phases: animations(ctx)}
+TAB_KEY = "fourier_tab"
+
+
+def _keep_tab() -> None:
+    st.session_state["_" + TAB_KEY] = st.session_state[TAB_KEY]  # widget state is dropped on other pages
+
+
+def render() -> None:
+    ctx = context()
+    ui.header("Fourier", ctx, "frequencies of Z_p in weights, neurons and logits")
+    if not ui.grid_only(ctx, "The Fourier page"):
+        return
+    if not ui.need_probes(ctx, ["fourier.embed", "fourier.neurons"], "The Fourier page"):
+        return
+    phases = ui.phases(ctx)
+    ui.position(ctx, phases, "fourier_position")
+    tabs = st.tabs(list(SECTIONS), key=TAB_KEY, on_change=_keep_tab,
+                   default=st.session_state.get("_" + TAB_KEY, next(iter(SECTIONS))))
+    for tab, draw in zip(tabs, SECTIONS.values()):
+        if tab.open:
+            with tab:
+                draw(ctx, phases)
 
 
 if __name__ == "__main__":

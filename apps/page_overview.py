@@ -87,7 +87,10 @@ def render() -> None:
     ui.header("Overview", ctx, f"{len(ctx.steps)} saved checkpoints")
     phases = ui.phases(ctx)
     with st.expander(f"Runs ({len(ctx.runs)})", expanded=len(ctx.runs) > 1):
-        st.dataframe(runs_table(ctx), hide_index=True, key="runs_table")
+        if len(ctx.runs) > 1:  # sortable
+            st.dataframe(runs_table(ctx), hide_index=True, key="runs_table")
+        else:  # a static table: the first page drawn need not load the data grid's scripts
+            st.table(runs_table(ctx), hide_index=True)
     at_step(ctx)
     if data.metrics(ctx.path, ctx.key.metrics).empty:
         st.warning(f"{ctx.path} has no metrics yet (metrics.parquet is written while it trains).")
@@ -98,12 +101,12 @@ def render() -> None:
         st.subheader("Phases")
         st.caption(f"from `probes.phases.detect`: {phases.rule}" if phases.detected else
                    f"from the metrics: {phases.rule}")
-        st.dataframe(phase_table(phases), hide_index=True, key="phase_table")
+        st.table(phase_table(phases), hide_index=True)
         for name, why in phases.edges.items():
             st.caption(f"{name}: not found, {why}")
     with c2:
         st.subheader("Config")
-        st.dataframe(config_table(ctx), hide_index=True, height=300, key="config_table")
+        st.table(config_table(ctx), hide_index=True, height=300)
 
 
 if __name__ == "__main__":

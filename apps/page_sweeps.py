@@ -15,12 +15,12 @@ import pandas as pd
 import streamlit as st
 
 from apps import sweep_plots
+from apps.ui import PLOTLY_KW
 from interp.errors import StoreError
 from interp.store import DEFAULT_ROOT
 from interp.sweep import OUTCOMES, SUMMARY_FILE, Sweep, find_sweeps, format_value
 from probes.sweep_summary import summarize
 
-PLOTLY_CONFIG = {"displaylogo": False}
 RUN_PAGE = "./"  # the default page (Overview) is served at the app's root, not at /overview (issue 14)
 
 
@@ -107,10 +107,10 @@ def _plots(df: pd.DataFrame, grid: dict) -> None:
         row = st.columns(2)
         for col, (key, fig) in zip(row, shown[i:i + 2]):
             with col:
-                st.plotly_chart(fig, key=f"sweeps_{key}", config=PLOTLY_CONFIG)
+                st.plotly_chart(fig, key=f"sweeps_{key}", **PLOTLY_KW)
     if crit is not None:
         fig, fits = crit
-        st.plotly_chart(fig, key="sweeps_critical", config=PLOTLY_CONFIG)
+        st.plotly_chart(fig, key="sweeps_critical", **PLOTLY_KW)
         for f in fits:
             st.caption(f"fit f_c ≈ c·ln(p)/p ({f['group']}): **c = {f['c']:.4g}** from {f['n']} points, "
                        f"RMS residual {f['rms']:.3g}")

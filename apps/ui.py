@@ -15,6 +15,9 @@ from interp.errors import CorruptCheckpointError, StoreError
 from probes.phases import Phases
 
 PLOTLY_CONFIG = {"displaylogo": False}
+#: every chart: no Plotly logo, and the figure's own (Plotly) template rather than Streamlit's theme, so a figure
+#: looks the same in the dashboard, the HTML report and a notebook, and the browser does not restyle each one
+PLOTLY_KW = {"config": PLOTLY_CONFIG, "theme": None}
 
 
 SELECT_TRACE = "select a step"  # the invisible trace of saved steps that a click selects
@@ -28,15 +31,24 @@ def chart(fig: go.Figure | None, key: str, missing: str = "", *, select_step: bo
     if fig is None:
         st.info(missing or f"No results for `{key}` yet.")
     elif not select_step:
-        st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+        st.plotly_chart(fig, key=key, **PLOTLY_KW)
     else:
         if any(t.type == "heatmap" for t in fig.data):
             add_step_selector(fig, state.context().steps)
-        else:  # plotly selects only marker points: lines get small markers so a click on a curve selects one
-            fig.update_layout(clickmode="event+select")
-            fig.update_traces(mode="lines+markers", marker={"size": 3}, selector={"type": "scatter", "mode": "lines"})
-        event = st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, on_select="rerun", selection_mode="points")
+        else:
+            selectable_lines(fig)
+        event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", **PLOTLY_KW)
         follow_click(key, event)
+
+
+def selectable_lines(fig: go.Figure) -> go.Figure:
+    """Let a click on a curve select its point: Plotly selects only points of traces that have markers, so each
+    line gets markers, of which one is drawn (``maxdisplayed``) and none is visible. A marker drawn at every
+    point (thousands of SVG nodes a page) made each chart several times slower to draw."""
+    fig.update_layout(clickmode="event+select")
+    invisible = {"size": 6, "opacity": 0, "maxdisplayed": 1}
+    return fig.update_traces(mode="lines+markers", marker=invisible, selected={"marker": {"opacity": 0}},
+                             unselected={"marker": {"opacity": 0}}, selector={"type": "scatter", "mode": "lines"})
 
 
 def add_step_selector(fig: go.Figure, steps: list[int]) -> go.Figure:

@@ -178,6 +178,8 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
                 wait_plots(page, 8)
 
             # client-side animation: Play in the browser, count the frames drawn in 3 s
+            page.get_by_role("tab", name="Watch it form").click()  # a lazy tab: its content runs when opened
+            page.get_by_text("W_E norms", exact=True).first.wait_for(timeout=60_000)
             page.get_by_text("W_E norms", exact=True).first.click()
             frames = play_and_count_frames(page)
             print(f"animation: {frames} frames in 3 s")

@@ -109,9 +109,16 @@ def arrays(run: Run, probe: str):
 
 def frame(at: AppTest, column: str):
     """The first dataframe shown with ``column``."""
-    found = [d.value for d in at.dataframe if column in d.value.columns]
-    assert found, [list(d.value.columns) for d in at.dataframe]
+    tables = [*at.dataframe, *at.table]
+    found = [d.value for d in tables if column in d.value.columns]
+    assert found, [list(d.value.columns) for d in tables]
     return found[0]
+
+
+def tab(at: AppTest, key: str, label: str) -> AppTest:
+    """Open the lazy tab ``label`` of the tabs ``key`` (only the open tab's content runs)."""
+    at.session_state[key] = label
+    return ok(at.run())
 
 
 def slider(at: AppTest):
@@ -228,34 +235,41 @@ def test_fourier_page_shows_probe_values(monkeypatch, probed_run):
     assert step_lines(chart(at, "Timeline")) == [step]
     norms = chart(at, f"Weight norms per Fourier frequency at step {step}")
     np.testing.assert_allclose(arr(norms["data"][0]["y"]), emb["norms"][list(p_steps).index(step), 1:], rtol=1e-6)
-    for prefix in ("Neuron FVE by frequency", "Embedding in the plane", "Logit coefficient of each key",
-                   "Logit norms in the 2D Fourier basis"):
-        assert chart(at, prefix)["data"], prefix
+    assert chart(at, "Embedding in the plane")["data"]
     gini = chart(at, "Sparsity in the Fourier basis")
     for label, probe in [("W_E", "fourier.embed"), ("W_L = W_out·W_U", "fourier.logit_map")]:
         s, v = scalar(run, probe, "gini")
         x, y = trace(gini, label)
         np.testing.assert_array_equal(x, s)
         np.testing.assert_allclose(y, v)
+    cp = chart(at, "Clock vs Pizza")
+    s, v = scalar(run, "fourier.clock_pizza", "gradient_symmetricity")
+    np.testing.assert_allclose(trace(cp, "gradient symmetricity")[1], v)
+    assert step_lines(cp) == []  # over training: unchanged across steps
+    assert not any(t.startswith("Neurons per frequency cluster") for t in charts(at))  # other tabs: not drawn
+
     i = list(p_steps).index(step)
+    tab(at, "fourier_tab", "Neurons")
     _, neu = arrays(run, "fourier.neurons")
     bars = chart(at, "Neurons per frequency cluster")["data"][0]
     np.testing.assert_allclose(arr(bars["y"]), neu["cluster_sizes"][i, 1:])
     hist = chart(at, "Fraction of variance explained")["data"][0]
     np.testing.assert_allclose(arr(hist["x"]), neu["dominant_fve"][i], rtol=1e-6)
+    assert chart(at, "Neuron FVE by frequency")["data"]
+    assert step_lines(chart(at, "Timeline")) == [step]  # the timeline stays above the tabs
+
+    tab(at, "fourier_tab", "Logits")
     _, logits = arrays(run, "fourier.logits")
     np.testing.assert_allclose(arr(chart(at, "Logits ≈")["data"][0]["y"]), logits["coef"][i, 1:], rtol=1e-6)
-    cp = chart(at, "Clock vs Pizza")
-    s, v = scalar(run, "fourier.clock_pizza", "gradient_symmetricity")
-    np.testing.assert_allclose(trace(cp, "gradient symmetricity")[1], v)
-    assert step_lines(cp) == []  # over training: unchanged across steps
+    for prefix in ("Logit coefficient of each key", "Logit norms in the 2D Fourier basis"):
+        assert chart(at, prefix)["data"], prefix
 
 
 def test_fourier_neuron_spectrum_on_demand(monkeypatch, probed_run):
     from probes.fourier import neuron_spectrum
 
     run, step = probed_run, probed_run.steps[-1]
-    at = goto(app(monkeypatch, run), "fourier")
+    at = tab(goto(app(monkeypatch, run), "fourier"), "fourier_tab", "Neurons")
     _, neu = arrays(run, "fourier.neurons")
     best = int(np.argmax(neu["dominant_fve"][-1]))
     assert at.number_input(key="fourier_neuron").value == best
