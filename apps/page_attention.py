@@ -36,10 +36,9 @@ def pattern_figure(pattern: np.ndarray, layer: int, step: int) -> go.Figure:
     titles = [f"head {h} → {KEYS[k]}" for h in range(n_heads) for k in shown]
     fig = make_subplots(rows=n_heads, cols=len(shown), subplot_titles=titles, horizontal_spacing=0.04,
                         vertical_spacing=0.22 / max(n_heads, 1), shared_xaxes=True, shared_yaxes=True)
-    axis = list(range(p))
     for h in range(n_heads):
-        for col, k in enumerate(shown):
-            fig.add_trace(go.Heatmap(z=pattern[h, k].astype(np.float32), x=axis, y=axis, zmin=0, zmax=1,
+        for col, k in enumerate(shown):  # x = b and y = a are the column and row indices: Plotly's default
+            fig.add_trace(go.Heatmap(z=pattern[h, k].astype(np.float32), zmin=0, zmax=1,
                                      coloraxis="coloraxis", name=f"head {h} → {KEYS[k]}",
                                      hovertemplate="a=%{y}, b=%{x}<br>attention=%{z:.3f}<extra></extra>"),
                           row=h + 1, col=col + 1)
