@@ -167,7 +167,8 @@ def _figure(ctx: Ctx, name: str, key: str) -> None:
 
 
 ANIMATIONS = {"W_E norms": "animate_embed_norms", "W_L norms": "animate_logit_map_norms",
-              "cluster sizes": "animate_clusters", "logit coefficients": "animate_logit_coef"}
+              "cluster sizes": "animate_clusters", "logit coefficients": "animate_logit_coef",
+              "one neuron": "animate_neuron"}
 
 
 def animations(ctx: Ctx) -> None:

@@ -39,9 +39,12 @@ class ProbeSpec:
     description: str = ""
     uses: tuple[str, ...] = ()  # run-level params (RUN_LEVEL_PARAMS) this probe reads
     tasks: tuple[str, ...] | None = None  # task kinds it applies to (see :func:`applies`); None: all
+    needs_mlp: bool = False  # reads MLP neurons: does not apply to attention-only models
 
-    def reason_skipped(self, task: Any) -> str:
-        """Why this probe does not apply to ``task`` ("" when it does)."""
+    def reason_skipped(self, task: Any, attn_only: bool = False) -> str:
+        """Why this probe does not apply to ``task`` and a model that is ``attn_only`` or not ("" when it does)."""
+        if self.needs_mlp and attn_only:
+            return "reads MLP neurons; this model is attention-only"
         return applies(self.tasks, task)
 
 
@@ -49,7 +52,7 @@ REGISTRY: dict[str, ProbeSpec] = {}
 
 #: parameters fixed for a whole run rather than per checkpoint; a probe's cache depends on
 #: one of these only if the probe declares it in ``@probe(..., uses=...)``
-RUN_LEVEL_PARAMS = frozenset({"key_freqs"})
+RUN_LEVEL_PARAMS = frozenset({"key_freqs", "watch_neurons"})
 
 #: probe areas that read the p×p grid of a∘b mod p (its Fourier basis, its train/test cells): they
 #: apply to grid tasks only unless they declare ``tasks`` themselves (issue 13)
@@ -77,13 +80,14 @@ def applies(tasks: tuple[str, ...] | None, task: Any) -> str:
 
 
 def probe(name: str, *, version: int = 1, default: bool = True, uses: tuple[str, ...] = (),
-          tasks: tuple[str, ...] | None = None) -> Callable[[ProbeFn], ProbeFn]:
+          tasks: tuple[str, ...] | None = None, needs_mlp: bool = False) -> Callable[[ProbeFn], ProbeFn]:
     """Register ``fn`` as probe ``name``. Bump ``version`` when its definition changes:
     cached results of an older version are recomputed. ``default=False`` probes run
     only when asked for by name. ``uses`` names the run-level parameters
     (:data:`RUN_LEVEL_PARAMS`) the probe reads; only those probes' caches depend on them.
     ``tasks`` names the task kinds it applies to (:func:`applies`); by default every task, except
-    the :data:`GRID_AREAS` probes, which apply to grid tasks only."""
+    the :data:`GRID_AREAS` probes, which apply to grid tasks only. ``needs_mlp``: the probe reads MLP
+    neurons and does not apply to attention-only models (skipped, as for a task it does not apply to)."""
 
     unknown = set(uses) - RUN_LEVEL_PARAMS
     if unknown:
@@ -93,7 +97,7 @@ def probe(name: str, *, version: int = 1, default: bool = True, uses: tuple[str,
         doc = (fn.__doc__ or "").strip().split("\n")[0]
         kinds = tasks if tasks is not None else (("grid",) if name.startswith(GRID_AREAS) else None)
         REGISTRY[name] = ProbeSpec(name=name, fn=fn, version=version, default=default, description=doc,
-                                   uses=tuple(uses), tasks=kinds)
+                                   uses=tuple(uses), tasks=kinds, needs_mlp=needs_mlp)
         return fn
 
     return register
@@ -194,6 +198,10 @@ DEFAULT_PARAMS: dict[str, Any] = {
     # checkpoint's key frequencies by default, as Nanda et al. 2023 measure progress towards
     # the final circuit.
     "key_freqs": None,
+    # Neurons the neuron animation watches, as [neuron, frequency] pairs (``fourier.neuron_acts``). None: each
+    # checkpoint's own choice; ``probes.run`` fixes them for the whole run from its final checkpoint
+    # (``probes.frames.watched_neurons``), so every frame shows the same neurons.
+    "watch_neurons": None,
     "clock_pizza_triples": 100,
     "clock_pizza_seed": 0,
 }

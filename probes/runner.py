@@ -80,40 +80,58 @@ def params_hash(params: dict[str, Any], spec: ProbeSpec | None = None) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-_FINAL_KEYS: dict[tuple[str, str, str], list[int]] = {}
+_FINAL: dict[tuple[str, str, str], dict[str, list]] = {}
 
 
-def final_key_frequencies(run: Run, params: dict[str, Any]) -> list[int]:
-    """Key frequencies (``probes.fourier.key_frequencies``) of the run's last readable checkpoint,
-    memoized per (run, checkpoint hash, params) in this process."""
+def final_checkpoint_params(run: Run, params: dict[str, Any]) -> dict[str, list]:
+    """The run-level parameters read off the run's last readable checkpoint, in one pass over it:
+    ``key_freqs`` (``probes.fourier.key_frequencies``) and ``watch_neurons`` (``probes.frames.watched_neurons``:
+    for each of those key frequencies, the neuron whose activation it explains best). Memoized per
+    (run, checkpoint hash, per-checkpoint params) in this process; a corrupt last checkpoint falls back to the one
+    before."""
     from probes.fourier import key_frequencies
+    from probes.frames import watched_neurons
 
+    own = {k: v for k, v in params.items() if k not in RUN_LEVEL_PARAMS}
     manifest = run.manifest
     for step in reversed(sorted(manifest)):
-        key = (str(run.path.resolve()), manifest[step]["sha256"], params_hash(params))
-        if key in _FINAL_KEYS:
-            return _FINAL_KEYS[key]
+        key = (str(run.path.resolve()), manifest[step]["sha256"], params_hash(own))
+        if key in _FINAL:
+            return _FINAL[key]
         try:
             model = run.model_at(step)
         except StoreError:
             continue  # corrupt: fall back to the one before
-        ctx = ProbeContext(model=model, task=run.task, step=step, params=params)
-        _FINAL_KEYS[key] = sorted(int(k) for k in key_frequencies(ctx))
-        return _FINAL_KEYS[key]
+        ctx = ProbeContext(model=model, task=run.task, step=step, params=own)
+        _FINAL[key] = {"key_freqs": sorted(int(k) for k in key_frequencies(ctx)), "watch_neurons": watched_neurons(ctx)}
+        return _FINAL[key]
     raise StoreError(f"{run.path} has no readable checkpoint")
+
+
+def final_key_frequencies(run: Run, params: dict[str, Any]) -> list[int]:
+    """Key frequencies (``probes.fourier.key_frequencies``) of the run's last readable checkpoint
+    (:func:`final_checkpoint_params`, memoized)."""
+    return final_checkpoint_params(run, params)["key_freqs"]
 
 
 def run_params(run: Run, params: dict[str, Any] | None, key_freqs: str | Iterable[int],
                specs: list[ProbeSpec]) -> dict[str, Any]:
     """The full parameter dict for probing ``run`` with ``specs``: defaults, then ``params``, then
-    the run-level ``key_freqs``: "final" (the last checkpoint's key frequencies, the default),
-    "checkpoint" (each checkpoint's own) or an explicit list of frequencies. The final
-    checkpoint is only measured when one of ``specs`` uses ``key_freqs``."""
+    the run-level parameters (:data:`~probes.registry.RUN_LEVEL_PARAMS`) that one of ``specs`` uses and
+    ``params`` does not set:
+
+    ``key_freqs``: "final" (the last checkpoint's key frequencies, the default), "checkpoint" (each
+    checkpoint's own) or an explicit list of frequencies;
+    ``watch_neurons``: always the last checkpoint's choice (:func:`final_checkpoint_params`), so that the
+    neuron animation watches the same neurons at every step.
+
+    The final checkpoint is only measured when one of ``specs`` uses a parameter that needs it."""
     merged = merged_params(params)
-    if params and params.get("key_freqs") is not None:
-        return merged
-    if not any("key_freqs" in spec.uses for spec in specs):
-        return merged  # no probe reads it, and it is not part of their cache keys
+    uses = {name for spec in specs for name in spec.uses}
+    if "watch_neurons" in uses and merged["watch_neurons"] is None:
+        merged["watch_neurons"] = final_checkpoint_params(run, merged)["watch_neurons"] if run.manifest else None
+    if "key_freqs" not in uses or merged["key_freqs"] is not None:
+        return merged  # set by the caller, or no probe reads it (and it is not part of their cache keys)
     if key_freqs == "final":
         merged["key_freqs"] = final_key_frequencies(run, merged) if run.manifest else None
     elif key_freqs == "checkpoint":
@@ -161,12 +179,13 @@ def measure(model: Any, task: Task, names: Iterable[str] | None = None,
             params: dict[str, Any] | None = None) -> Results:
     """Probe a model held in memory (nothing is cached): ``{probe: {name: float | ndarray}}``."""
     ctx = ProbeContext(model=model, task=task, params=merged_params(params))
-    return measure_context(ctx, applicable(resolve(names), task))
+    return measure_context(ctx, applicable(resolve(names), task, bool(getattr(model.cfg, "attn_only", False))))
 
 
-def applicable(specs: list[ProbeSpec], task: Any) -> list[ProbeSpec]:
-    """The specs that apply to ``task`` (the others are skipped, not failed: see :func:`status`)."""
-    return [s for s in specs if not s.reason_skipped(task)]
+def applicable(specs: list[ProbeSpec], task: Any, attn_only: bool = False) -> list[ProbeSpec]:
+    """The specs that apply to ``task`` and to a model that is ``attn_only`` or not (the others are skipped,
+    not failed: see :func:`status`)."""
+    return [s for s in specs if not s.reason_skipped(task, attn_only)]
 
 
 def _open(run: Run | str | os.PathLike) -> Run:
@@ -251,7 +270,10 @@ class ProbeCache:
             stale = old["probe"].isin(self.dropped) | pd.Series(
                 [(p, s) in replaced for p, s in zip(old["probe"], old["step"])], index=old.index, dtype=bool)
             old = old[~stale]
-        new = pd.DataFrame(self.scalars, columns=SCALAR_COLUMNS).astype({"step": "int64", "value": "float64"})
+        # strings as str: an empty object column would make the concatenation object-typed, and the frame's
+        # digest would then not match the string columns it reads back as (a run of array-only probes)
+        new = pd.DataFrame(self.scalars, columns=SCALAR_COLUMNS).astype(
+            {"step": "int64", "probe": str, "name": str, "value": "float64"})
         df = pd.concat([old, new], ignore_index=True) if len(old) else new
         df = df.sort_values(["probe", "step", "name"], kind="stable").reset_index(drop=True)
         atomic_write_parquet(self.root / "scalars.parquet", df)
@@ -321,7 +343,7 @@ def run(run: Run | str | os.PathLike, names: Iterable[str] | None = None, steps:
     (long format: step, probe, name, value). Corrupt checkpoints are skipped with a warning.
     ``key_freqs`` fixes the frequencies of the progress measures (see :func:`run_params`)."""
     run = _open(run)
-    specs = applicable(resolve(names), run.task)
+    specs = applicable(resolve(names), run.task, run.train_config.attn_only)
     with write_lock(run.path / "probes", what="probing", subdirs=()):  # one writer per probe cache (issue 16)
         return _run_locked(run, specs, steps, params, progress, key_freqs)
 
@@ -391,16 +413,18 @@ def status(run: Run | str | os.PathLike, names: Iterable[str] | None = None,
     "probes": {probe: {"missing": [steps], "up_to_date": int, "reason": str}}}``, where reason is
     "" (up to date), "not computed", "probe version changed", "params changed",
     "checkpoints changed or not yet computed" or "does not apply: ..." (a probe whose declared
-    tasks exclude the run's, e.g. Fourier probes on a sequence task: skipped, never missing)."""
+    tasks exclude the run's, e.g. Fourier probes on a sequence task, or that needs an MLP on an attention-only
+    model: skipped, never missing)."""
     run = _open(run)
     specs = resolve(names)
-    params = run_params(run, params, key_freqs, applicable(specs, run.task))
+    attn_only = run.train_config.attn_only
+    params = run_params(run, params, key_freqs, applicable(specs, run.task, attn_only))
     index, manifest = verified_index(run.path / "probes", read_index(run.path / "probes"))[0], run.manifest
     steps = sorted(manifest)
     probes: dict[str, dict[str, Any]] = {}
     task = run.task
     for spec in specs:
-        skipped = spec.reason_skipped(task)
+        skipped = spec.reason_skipped(task, attn_only)
         if skipped:
             probes[spec.name] = {"missing": [], "up_to_date": 0, "reason": f"does not apply: {skipped}"}
             continue

@@ -185,6 +185,14 @@ def test_dashboard_in_chromium(server, probed_run, out_dir):
             print(f"animation: {frames} frames in 3 s")
             assert frames >= 15  # >= 5 frames per second
 
+            # one neuron's activation over (a, b), a heatmap per probed step (fourier.neuron_acts): >= 5 frames/s
+            page.get_by_text("one neuron", exact=True).first.click()
+            page.locator(PLOT).filter(has_text="activation over (a, b)").first.wait_for(timeout=60_000)
+            wait_plots(page, 8)
+            frames = play_and_count_frames(page)
+            print(f"neuron animation: {frames} frames in 3 s")
+            assert frames >= 15
+
             page.get_by_role("link", name="Attention").click()
             page.wait_for_url(re.compile(r"/attention"), timeout=60_000)
             page.get_by_role("heading", name="Attention", exact=True).wait_for(timeout=60_000)

@@ -88,6 +88,61 @@ def test_attention_frequency_animation_matches_the_view(probed):
     assert np.allclose(last, view, atol=1e-5)
 
 
+def test_neuron_acts_probe_watches_fixed_neurons_with_their_activations(probed):
+    """``fourier.neuron_acts``: per step, the hook_post activations at `=` over the grid of the neurons chosen at
+    the final checkpoint (per final key frequency, the neuron with the highest FVE on it), the same at every step."""
+    from probes import runner
+
+    steps, arr = probes.load_arrays(probed, "fourier.neuron_acts")
+    p, n = probed.task.p, len(steps)
+    final = runner.final_checkpoint_params(probed, runner.merged_params(None))
+    n_watch = len(final["key_freqs"])
+    assert n_watch >= 1 and steps.tolist() == probed.steps
+    assert arr["acts"].dtype == np.float16 and arr["acts"].shape == (n, n_watch, p, p)
+    assert arr["neurons"].dtype == np.int64 and arr["neurons"].shape == arr["freqs"].shape == (n, n_watch)
+    assert (arr["neurons"] == arr["neurons"][-1]).all() and (arr["freqs"] == arr["freqs"][-1]).all()
+    assert arr["freqs"][-1].tolist() == final["key_freqs"]
+    assert np.stack([arr["neurons"][-1], arr["freqs"][-1]], 1).tolist() == final["watch_neurons"]
+    _, neurons = probes.load_arrays(probed, "fourier.neurons")
+    fve = neurons["fve"][-1]  # [d_mlp, K+1] at the final step
+    assert arr["neurons"][-1].tolist() == [int(fve[:, k].argmax()) for k in final["key_freqs"]]
+    i = len(steps) // 2
+    model = probed.model_at(int(steps[i]))
+    _, cache = model.run_with_cache(probed.task.inputs)
+    post = cache["blocks.0.mlp.hook_post"][:, -1].detach().numpy()  # [p², d_mlp] at `=`
+    want = post[:, arr["neurons"][i]].T.reshape(n_watch, p, p)
+    # float16 precision: one unit in the last place (the readout and run_with_cache round float32 differently)
+    np.testing.assert_allclose(arr["acts"][i].astype(np.float32), want, rtol=2 ** -10, atol=2 ** -24)
+
+
+def test_neuron_animation_has_a_frame_per_step_and_one_colour_scale(probed):
+    fig = figures.view(probed, "animate_neuron")
+    steps, arr = probes.load_arrays(probed, "fourier.neuron_acts")
+    neurons, n_watch = arr["neurons"][-1].tolist(), arr["neurons"].shape[1]
+    assert len(fig.frames) == len(steps) and len(fig.data) == n_watch
+    assert fig.layout.updatemenus[0].buttons[0].args[1]["frame"]["duration"] <= 200  # >= 5 frames per second
+    assert fig.layout.sliders[0].steps[-1].label == str(int(steps[-1]))
+    assert [tr.visible for tr in fig.data] == [True] + [False] * (n_watch - 1)
+    assert len(fig.layout.updatemenus[1].buttons) == n_watch  # the neuron dropdown
+    assert f"neuron {neurons[0]}" in fig.layout.title.text and f"k = {arr['freqs'][-1][0]}" in fig.layout.title.text
+    assert fig.layout.xaxis.title.text == "b (second operand)" and fig.layout.yaxis.title.text == "a (first operand)"
+    assert fig.layout.yaxis.autorange == "reversed"
+    for tr in fig.data:  # one fixed colour scale per neuron: the frames carry z only
+        assert (tr.zmin, tr.zmax) == (0, 255) and tr.colorbar.title.text == "activation"
+    assert all(set(d.to_plotly_json()) == {"type", "z"} for fr in fig.frames for d in fr.data)
+    acts = arr["acts"][:, 0].astype(np.float64)  # the first neuron, every step
+    lo, hi = min(0.0, acts.min()), acts.max()
+    z = np.asarray(fig.frames[-1].data[0].z, dtype=np.float64)
+    assert z.shape == acts.shape[1:]
+    assert np.abs(lo + z * (hi - lo) / 255 - acts[-1]).max() <= (hi - lo) / 510 + 1e-6  # within half a level
+    labels = [float(t) for t in fig.data[0].colorbar.ticktext]
+    assert labels[0] == pytest.approx(lo, abs=1e-3 * (hi - lo)) and labels[-1] == pytest.approx(hi, rel=1e-3)
+    one = figures.animate_neuron(probed, neurons[-1])
+    assert len(one.data) == 1 and len(one.frames) == len(steps) and len(one.layout.updatemenus) == 1
+    with pytest.raises(LookupError, match="not watched"):
+        figures.animate_neuron(probed, max(neurons) + 1)
+
+
 def test_key_frequencies_need_evidence(probed):
     _, arr = probes.load_arrays(probed, "fourier.key_freqs")
     assert arr["is_key"][0].sum() == 0  # initialisation: no key frequency

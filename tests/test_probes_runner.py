@@ -233,3 +233,46 @@ def test_context_cache_is_the_readout_cache_and_full_cache_has_every_position(ti
                                rtol=1e-5, atol=1e-5)
     assert tuple(ctx.logits.shape) == (p2, tiny_run.task.p)
     assert not ctx.cache["post", 0].requires_grad  # detached, as TL caches are
+
+
+def test_array_only_probe_on_a_run_with_scalars(tiny_run_copy):
+    """A run of probes without scalar outputs keeps the cached scalars readable (their string columns keep
+    their type, so the file's digest matches what is read back)."""
+    run = tiny_run_copy
+    probes.run(run, names=["progress.loss"], steps=run.steps[:2], progress=False)
+    df = probes.run(run, names=["fourier.neuron_acts"], steps=run.steps[:2], progress=False)
+    assert len(df) == 0 and len(probes.load(run)) == 2 * 4
+    assert probes.load_arrays(run, "fourier.neuron_acts")[0].tolist() == run.steps[:2]
+
+
+def test_neuron_acts_skip_attention_only_models_and_sequence_tasks(short_config, tmp_path):
+    from apps import figures
+    from interp import train
+    from interp.config import TrainConfig
+
+    run = train(short_config.replace(attn_only=True), tmp_path / "attn", progress=False)
+    spec = REGISTRY["fourier.neuron_acts"]
+    assert "attention-only" in spec.reason_skipped(run.task, attn_only=True)
+    assert spec.reason_skipped(run.task) == ""
+    status = probes.status(run, ["fourier.neuron_acts"])
+    assert status["probes"]["fourier.neuron_acts"]["reason"].startswith("does not apply")
+    assert status["complete"]
+    probes.run(run, names=["fourier.neuron_acts", "fourier.embed"], progress=False)
+    assert not (run.path / "probes" / "fourier.neuron_acts.safetensors").exists()
+    assert probes.measure(run.model_at(run.steps[-1]), run.task, ["fourier.neuron_acts"]) == {}
+    with pytest.raises(LookupError):
+        figures.animate_neuron(run)
+    seq = TrainConfig(seq_task="sparse_sum", p=7, seq_len=8, n_train=50, n_test=20).task()
+    assert spec.reason_skipped(seq)
+
+
+def test_choose_neurons_per_key_frequency_and_the_fallback():
+    """Per key frequency the neuron with the highest FVE on it; with none, the highest dominant FVE."""
+    import torch
+
+    from probes.frames import WATCH_FALLBACK, choose_neurons
+
+    fve = torch.zeros(6, 5)  # [d_mlp, K+1]
+    fve[2, 3], fve[4, 3], fve[1, 1], fve[5, 4], fve[0, 2] = 0.9, 0.95, 0.5, 0.99, float("nan")
+    assert choose_neurons(fve, [3, 1]) == [[1, 1], [4, 3]]
+    assert choose_neurons(fve, []) == [[5, 4], [4, 3], [2, 3]][:WATCH_FALLBACK]

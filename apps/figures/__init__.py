@@ -38,6 +38,7 @@ from apps.figures.training import (
     animate_attention_freq,
     animate_clusters,
     animate_logit_coef,
+    animate_neuron,
     animate_norms,
     attention_freq,
     excluded_loss,
@@ -89,6 +90,9 @@ VIEWS: dict[str, View] = {v.name: v for v in [
     View("animate_logit_coef", lambda run, step=None: animate_logit_coef(run),
          "Logit coefficients per frequency, animated over training", ("fourier.logits",), "Fourier",
          over_training=True),
+    View("animate_neuron", lambda run, step=None: animate_neuron(run),
+         "One neuron of each final key frequency over (a, b), animated over training", ("fourier.neuron_acts",),
+         "Fourier", over_training=True),
 ]}
 
 
@@ -169,6 +173,7 @@ __all__ = [
     "animate_attention_freq",
     "animate_clusters",
     "animate_logit_coef",
+    "animate_neuron",
     "animate_norms",
     "at",
     "attention_freq",

@@ -179,3 +179,79 @@ def animate_attention_freq(run: Run, fps: int = 10) -> go.Figure:
               **_play_controls(steps_arr, fps, redraw=True)}
     frames = [{"name": str(int(s)), "data": [heat(i)]} for i, s in enumerate(steps_arr)]
     return go.Figure({"data": [heat(0)], "layout": layout, "frames": frames}, _validate=False)
+
+
+#: colour levels of :func:`animate_neuron` (z travels as uint8 codes 0..LEVELS−1)
+LEVELS = 256
+
+
+def quantise(z: np.ndarray, levels: int = LEVELS) -> tuple[np.ndarray, float, float]:
+    """Float values -> (codes uint8, lo, hi): code = round((levels − 1)·(z − lo)/(hi − lo)) with lo = min(0, min z)
+    and hi = max z over all of ``z`` (one scale for every frame); NaN -> 0. A code c stands for
+    lo + c·(hi − lo)/(levels − 1), within half a level, (hi − lo)/(2(levels − 1)), of the value."""
+    v = np.asarray(z, dtype=np.float32)
+    finite = v[np.isfinite(v)]
+    lo = min(0.0, float(finite.min())) if finite.size else 0.0
+    hi = float(finite.max()) if finite.size else 1.0
+    hi = hi if hi > lo else lo + 1.0
+    codes = np.rint((levels - 1) * (np.nan_to_num(v, nan=lo) - lo) / (hi - lo))
+    return np.clip(codes, 0, levels - 1).astype(np.uint8), lo, hi
+
+
+def _level_ticks(lo: float, hi: float, levels: int = LEVELS, n: int = 5) -> tuple[list[float], list[str]]:
+    """Colour-bar ticks of a quantised scale: (codes, labels in the original units) at n round values."""
+    values = np.linspace(lo, hi, n)
+    return ((values - lo) * (levels - 1) / (hi - lo)).round(2).tolist(), [f"{v:.3g}" for v in values]
+
+
+def animate_neuron(run: Run, neuron: int | None = None, fps: int = 10) -> go.Figure:
+    """One MLP neuron's activation over (a, b) (``fourier.neuron_acts``: the last layer's ``hook_post`` at ``=``),
+    animated over every probed step: the neurons are fixed for the run, one per final key frequency (the neuron that
+    frequency explains best; :func:`probes.frames.watched_neurons`). ``neuron``: one of them by its index in the MLP
+    (default: all, with a dropdown to pick one). a = 0 at the top, as on every (a, b) heatmap.
+
+    Payload: each neuron's activations are quantised to :data:`LEVELS` colour levels over its own range across all
+    steps (:func:`quantise`: one colour scale for all frames, labelled in activation units; the hover shows the
+    level) and travel as uint8 typed arrays (one byte per cell per frame)."""
+    steps_arr, arr = _need(source.arrays(run, "fourier.neuron_acts"), "fourier.neuron_acts")
+    neurons, freqs = arr["neurons"][-1].tolist(), arr["freqs"][-1].tolist()  # fixed for the run
+    if not neurons:
+        raise LookupError("`fourier.neuron_acts` watched no neuron in this run")
+    if neuron is None:
+        shown = list(range(len(neurons)))
+    elif int(neuron) in neurons:
+        shown = [neurons.index(int(neuron))]
+    else:
+        raise LookupError(f"neuron {neuron} is not watched by `fourier.neuron_acts` (watched: {neurons})")
+    scales = [quantise(arr["acts"][:, j]) for j in shown]  # per neuron: codes [n_steps, p, p], lo, hi
+
+    def title(j: int) -> str:
+        return f"Animated: neuron {neurons[j]}'s activation over (a, b) (frequency k = {freqs[j]})"
+
+    def heat(m: int, i: int, first: bool) -> dict:
+        codes, lo, hi = scales[m]
+        if not first:  # frames carry z only; the rest stays from the figure's trace
+            return {"type": "heatmap", "z": codes[i]}
+        tickvals, ticktext = _level_ticks(lo, hi)
+        return {"type": "heatmap", "z": codes[i], "zmin": 0, "zmax": LEVELS - 1, "colorscale": "Viridis",
+                "visible": m == 0, "name": f"neuron {neurons[shown[m]]}",
+                "colorbar": {"title": {"text": "activation"}, "tickvals": tickvals, "ticktext": ticktext},
+                "hovertemplate": (f"a=%{{y}} b=%{{x}}<br>level %{{z}} of {LEVELS - 1}: "
+                                  f"activation ≈ {lo:.3g} + level × {(hi - lo) / (LEVELS - 1):.3g}<extra></extra>")}
+
+    controls = _play_controls(steps_arr, fps, redraw=True)
+    if len(shown) > 1:
+        controls["updatemenus"].append({
+            "type": "dropdown", "x": 1.0, "xanchor": "right", "y": 1.12, "showactive": True, "buttons": [
+                {"label": f"neuron {neurons[j]} (k = {freqs[j]})", "method": "update",
+                 "args": [{"visible": [m == n for m in range(len(shown))]}, {"title.text": title(j)}]}
+                for n, j in enumerate(shown)]})
+    layout = {"title": {"text": title(shown[0]), "y": 0.98, "yanchor": "top"}, "height": 640,
+              "margin": {"l": 60, "r": 20, "t": 120, "b": 50},  # the title above the Play buttons and the dropdown
+              "xaxis": {"title": {"text": "b (second operand)"}, "constrain": "domain"},
+              "yaxis": {"title": {"text": "a (first operand)"}, "autorange": "reversed", "scaleanchor": "x"},
+              **controls}
+    frames = [{"name": str(int(s)), "data": [heat(m, i, False) for m in range(len(shown))]}
+              for i, s in enumerate(steps_arr)]
+    return go.Figure({"data": [heat(m, 0, True) for m in range(len(shown))], "layout": layout, "frames": frames},
+                     _validate=False)
