@@ -30,7 +30,7 @@ SPARSITY = {  # name -> (label, unit)
 
 def pattern_figure(pattern: np.ndarray, layer: int, step: int) -> go.Figure:
     """[H, 3, p, p] attention from ``=`` to each key over the inputs (a rows, b columns)."""
-    n_heads, _, p, _ = pattern.shape
+    n_heads = pattern.shape[0]
     # the `=` column is left out when no head ever puts ≥ 1% there (then "→ b" = 1 − "→ a")
     shown = [0, 1] + ([2] if float(np.nanmax(pattern[:, 2])) >= 0.01 else [])
     titles = [f"head {h} → {KEYS[k]}" for h in range(n_heads) for k in shown]

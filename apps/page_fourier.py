@@ -156,10 +156,10 @@ def clock_pizza(ctx: Ctx, phases: Phases) -> go.Figure | None:
     return fig.update_yaxes(range=[lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo)])
 
 
-def _figure(ctx: Ctx, name: str, key: str) -> None:
+def _figure(ctx: Ctx, name: str, key: str, **options) -> None:
     """One view of the figure library (apps.figures) at the selected step (cached), or why it is missing."""
     try:
-        fig = ui.view(ctx, name)
+        fig = ui.view(ctx, name, **options)
     except (LookupError, StoreError, ValueError) as e:
         st.info(f"{figures.VIEWS[name].title}: {e}")
         return
@@ -177,8 +177,27 @@ def animations(ctx: Ctx) -> None:
     st.markdown("**Watch it form**: animations over every probed step, played in the browser")
     choice = st.segmented_control("animation", list(ANIMATIONS), key="fourier_animation",
                                   label_visibility="collapsed")
-    if choice is not None:
+    if choice == "one neuron":
+        neuron_animation(ctx)
+    elif choice is not None:
         _figure(ctx, ANIMATIONS[choice], f"fourier_{ANIMATIONS[choice]}")
+
+
+def neuron_animation(ctx: Ctx) -> None:
+    """One watched neuron's activation over (a, b) at every probed step (``fourier.neuron_acts``), one neuron at a
+    time: each is p²·(steps) bytes on the wire (p = 113, 300 steps: ~5 MB), so the page sends only the chosen one."""
+    got = ui.arrays(ctx, "fourier.neuron_acts")
+    if got is None:
+        st.info("No `fourier.neuron_acts` results: compute the probes to watch a neuron form.")
+        return
+    neurons, freqs = got[1]["neurons"][-1].tolist(), got[1]["freqs"][-1].tolist()
+    if not neurons:
+        st.info("`fourier.neuron_acts` watched no neuron in this run.")
+        return
+    n = st.selectbox("neuron", neurons, key="fourier_watch_neuron",
+                     format_func=lambda j: f"neuron {j} (frequency k = {freqs[neurons.index(j)]})",
+                     help="the neurons the probe watches: per final key frequency, the one it explains best")
+    _figure(ctx, "animate_neuron", "fourier_animate_neuron", neuron=int(n))
 
 
 def frequencies(ctx: Ctx, phases: Phases) -> None:

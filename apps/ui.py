@@ -69,19 +69,21 @@ def add_step_selector(fig: go.Figure, steps: list[int]) -> go.Figure:
 
 
 @st.cache_resource(max_entries=256, show_spinner=False)
-def _view(path: str, probes_sig: data.Sig, manifest: data.Sig, name: str, step: int | None) -> go.Figure:
+def _view(path: str, probes_sig: data.Sig, manifest: data.Sig, name: str, step: int | None,
+          options: tuple = ()) -> go.Figure:
     if step is None and figures.VIEWS[name].over_training:
-        return figures.VIEWS[name].fn(data.run_of(data.RunKey.of(path)), None)
-    return figures.view(path, name, step)
+        return figures.VIEWS[name].fn(data.run_of(data.RunKey.of(path)), None, **dict(options))
+    return figures.view(path, name, step, **dict(options))
 
 
-def view(ctx: Ctx, name: str, step: int | None = None) -> go.Figure:
-    """The figure library's view ``name`` at ``step`` (default: the selected step), cached per run, step and
-    probe results (shared: :func:`chart` only adds its selection trace once). Views over training (time
+def view(ctx: Ctx, name: str, step: int | None = None, **options) -> go.Figure:
+    """The figure library's view ``name`` at ``step`` (default: the selected step), cached per run, step, probe
+    results and ``options`` (shared: :func:`chart` only adds its selection trace once). Views over training (time
     series, animations) are drawn without the selected step and cached once per run: the browser keeps a
     chart whose figure is unchanged, so a step change redraws only what depends on the step."""
     fixed = figures.VIEWS[name].over_training  # time series drawn without the step: the same figure every step
-    return _view(ctx.path, ctx.key.probes, ctx.key.manifest, name, None if fixed else (step or ctx.step))
+    return _view(ctx.path, ctx.key.probes, ctx.key.manifest, name, None if fixed else (step or ctx.step),
+                 tuple(sorted(options.items())))
 
 
 def follow_click(key: str, event) -> None:

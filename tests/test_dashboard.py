@@ -286,6 +286,21 @@ def test_fourier_neuron_spectrum_on_demand(monkeypatch, probed_run):
                                atol=1e-5)
 
 
+def test_fourier_watch_one_neuron(monkeypatch, probed_run):
+    """"Watch it form" → one neuron: the chosen watched neuron's activation, one frame per probed step."""
+    at = tab(goto(app(monkeypatch, probed_run), "fourier"), "fourier_tab", "Watch it form")
+    assert not charts(at).keys() - {k for k in charts(at) if k.startswith("Timeline")}  # nothing until chosen
+    at.session_state["fourier_animation"] = "one neuron"
+    ok(at.run())
+    steps, acts = arrays(probed_run, "fourier.neuron_acts")
+    neurons = acts["neurons"][-1].tolist()
+    assert at.selectbox(key="fourier_watch_neuron").options == [f"neuron {n} (frequency k = {k})" for n, k in
+                                                                 zip(neurons, acts["freqs"][-1].tolist())]
+    ok(at.selectbox(key="fourier_watch_neuron").set_value(neurons[-1]).run())
+    spec = chart(at, f"Animated: neuron {neurons[-1]}'s activation")
+    assert len(spec["frames"]) == len(steps) and len(spec["data"]) == 1  # one neuron on the wire
+
+
 # ------------------------------------------------------------------ progress
 def test_progress_page_shows_both_conventions(monkeypatch, probed_run):
     run = probed_run

@@ -90,18 +90,19 @@ VIEWS: dict[str, View] = {v.name: v for v in [
     View("animate_logit_coef", lambda run, step=None: animate_logit_coef(run),
          "Logit coefficients per frequency, animated over training", ("fourier.logits",), "Fourier",
          over_training=True),
-    View("animate_neuron", lambda run, step=None: animate_neuron(run),
+    View("animate_neuron", lambda run, step=None, neuron=None: animate_neuron(run, neuron),
          "One neuron of each final key frequency over (a, b), animated over training", ("fourier.neuron_acts",),
          "Fourier", over_training=True),
 ]}
 
 
-def view(run: Run | str | os.PathLike, name: str, step: int | None = None) -> go.Figure:
-    """The named view of ``run`` at ``step`` (default: the last saved step)."""
+def view(run: Run | str | os.PathLike, name: str, step: int | None = None, **options) -> go.Figure:
+    """The named view of ``run`` at ``step`` (default: the last saved step); ``options`` go to the view's
+    function (e.g. ``neuron=`` for ``animate_neuron``)."""
     if name not in VIEWS:
         raise KeyError(f"unknown view {name!r}; known: {', '.join(VIEWS)}")
     run = source.as_run(run)
-    return VIEWS[name].fn(run, run.steps[-1] if step is None else run.nearest_step(int(step)))
+    return VIEWS[name].fn(run, run.steps[-1] if step is None else run.nearest_step(int(step)), **options)
 
 
 @dataclass(frozen=True)
