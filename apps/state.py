@@ -235,10 +235,9 @@ def phase_buttons(ctx: Ctx) -> None:
     if not marks:
         return
     st.sidebar.markdown("Go to")
-    cols = st.sidebar.columns(2)
-    for i, (label, s) in enumerate(marks):
-        cols[i % 2].button(f"{label} · {s}", key=f"goto_{label}", on_click=_go_to, args=(ctx.steps, s),
-                           help=f"jump to the saved checkpoint nearest step {s}", width="stretch")
+    for label, s in marks:  # one a row: two a row cut the labels short
+        st.sidebar.button(f"{label} · {s}", key=f"goto_{label}", on_click=_go_to, args=(ctx.steps, s),
+                          help=f"jump to the saved checkpoint nearest step {s}", width="stretch")
 
 
 def mark_corrupt(path: str, step: int, err: Exception) -> None:

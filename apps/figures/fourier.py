@@ -194,5 +194,5 @@ def key_freq_strength(run: Run, step: int | None = None) -> go.Figure:
     fig.add_trace(go.Contour(z=np.log10(np.clip(share.T, 1e-12, None)), x=steps_arr.tolist(), y=k,
                              contours={"coloring": "none", "start": np.log10(floor), "end": np.log10(floor),
                                        "size": 1}, line={"color": "red", "width": 1.5}, showscale=False,
-                             name=f"floor {floor:g}", hoverinfo="skip"))
+                             name=f"floor {floor:g}", hoverinfo="skip", showlegend=False))  # the title says it
     return plots.decorate(fig, source.phases(run), step, annotate=False)
