@@ -58,6 +58,10 @@ def clusters(ctx: Ctx) -> tuple[go.Figure, go.Figure, dict] | None:
     key = _key_mask(ctx, steps_arr[i], len(sizes))
     fig = plots.bar(list(range(1, len(sizes) + 1)), sizes, title=f"Neurons per frequency cluster (step {ctx.step})",
                     x_title=FREQ_AXIS, y_title="neurons (FVE ≥ threshold)")
+    if not np.nansum(sizes):
+        fig.update_yaxes(range=[0, 1])
+        fig.add_annotation(text=f"no neuron in a cluster at this step (FVE ≥ {DEFAULT_PARAMS['fve_threshold']})",
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False)
     fig.update_traces(marker_color=np.where(key, "#1f4e9c", "#9aa5b1").tolist())
     fve = arr["dominant_fve"][i]
     hist = go.Figure(go.Histogram(x=fve.astype(np.float64), xbins={"start": 0, "end": 1.0001, "size": 0.05}))
@@ -118,7 +122,9 @@ def neuron_figures(acts: np.ndarray, p: int, n: int, step: int) -> tuple[go.Figu
     labels = basis_labels(p)
     spec_fig = plots.heatmap(spec, labels, labels, title=f"Neuron {n}: 2D Fourier spectrum of the centred activation",
                              x_title="basis function of b", y_title="basis function of a", colorbar="coef²",
-                             colorscale="Blues", height=460)
+                             colorscale="Blues", height=460, log_color=True)
+    top = float(np.log10(max(float(spec.max()), 1e-12)))  # log colour over the top four decades, so that
+    spec_fig.update_traces(zmin=top - 4, zmax=top)          # one large term no longer hides the rest
     return acts_fig, spec_fig
 
 

@@ -94,7 +94,7 @@ def li2_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
         fig.add_trace(go.Scatter(x=share.index.to_numpy(), y=share.to_numpy(dtype=float), yaxis="y2", mode="lines",
                                  name="energy share of key neurons", line={"color": plots.PALETTE[1]}))
         fig.update_layout(yaxis2={"title": {"text": "energy share of key neurons (0..1)"}, "overlaying": "y",
-                                  "side": "right", "range": [0, 1.02]})
+                                  "side": "right", "range": [0, 1.02]}, margin={"r": 70})  # room for its labels
     return fig
 
 

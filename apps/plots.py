@@ -28,6 +28,14 @@ def time_figure(title: str, y_title: str, *, log_y: bool = False, height: int = 
     return fig
 
 
+def side_legend(fig: go.Figure) -> go.Figure:
+    """With more than four series the legend goes on the right, one entry a row (under the x axis it would
+    wrap into rows that cover the axis title)."""
+    if sum(1 for t in fig.data if t.showlegend is not False) > 4:
+        fig.update_layout(legend={"orientation": "v", "x": 1.02, "y": 1, "yanchor": "top"})
+    return fig
+
+
 def add_line(fig: go.Figure, x, y, name: str, **kw) -> go.Figure:
     color = PALETTE[len(fig.data) % len(PALETTE)]
     fig.add_trace(go.Scatter(x=np.asarray(x), y=np.asarray(y, dtype=np.float64), name=name,

@@ -225,9 +225,7 @@ def time_plot(ctx: Ctx, title: str, y_title: str, series: dict[str, pd.Series], 
     fig = plots.time_figure(title, y_title, log_y=log_y)
     for name, s in series.items():
         plots.add_line(fig, s.index.to_numpy(), s.to_numpy(dtype=float), name)
-    if len(series) > 4:  # many series: legend on the right instead of under the axis title
-        fig.update_layout(legend={"orientation": "v", "x": 1.02, "y": 1, "yanchor": "top"})
-    return plots.decorate(fig, phases, ctx.step if mark else None)
+    return plots.decorate(plots.side_legend(fig), phases, ctx.step if mark else None)
 
 
 def position(ctx: Ctx, phases: Phases | None, key: str) -> None:

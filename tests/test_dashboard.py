@@ -280,7 +280,7 @@ def test_fourier_neuron_spectrum_on_demand(monkeypatch, probed_run):
     acts = cache["post", 0][:, -1, 7].reshape(47, 47)
     heat = chart(at, "Neuron 7: 2D Fourier spectrum")["data"][0]
     centred = acts.double() - acts.double().mean()
-    np.testing.assert_allclose(arr(heat["z"]), neuron_spectrum(centred).numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(arr(heat["customdata"]), neuron_spectrum(centred).numpy(), rtol=1e-3, atol=1e-4)
     # float32: the dashboard's table forward and run_with_cache sum in different orders (values up to ~4)
     np.testing.assert_allclose(arr(chart(at, "Neuron 7 activation")["data"][0]["z"]), acts.numpy(), rtol=1e-5,
                                atol=1e-5)

@@ -21,7 +21,7 @@ def _time_fig(run: Run, step: int | None, title: str, y_title: str, series: dict
     fig = plots.time_figure(title, y_title, log_y=log_y)
     for name, (x, y) in series.items():
         plots.add_line(fig, x, y, name)
-    return plots.decorate(fig, source.phases(run), step)
+    return plots.decorate(plots.side_legend(fig), source.phases(run), step)
 
 
 def logit_coefficients(run: Run, step: int | None = None) -> go.Figure:
