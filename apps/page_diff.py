@@ -4,6 +4,8 @@ around the detected transition. Shows the ``probes.diff.compare`` report inline,
 
 from __future__ import annotations
 
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from apps import data, ui
@@ -45,6 +47,27 @@ def embed(html: str) -> None:
         components.html(html, height=1400, scrolling=True)
 
 
+def pair_plot(ctx: Ctx, phases: Phases, a: int, b: int) -> go.Figure:
+    """Train and test loss with the phases, the selected step (dotted) and checkpoints A and B (solid); a click
+    moves the selected step, which the buttons beside it make A or B."""
+    series = {}
+    for label, column in [("train loss", "train_loss"), ("test loss", "test_loss")]:
+        df = data.metric_series(ctx.path, ctx.key.metrics, column)
+        series[label] = pd.Series(df["value"].to_numpy(), index=df["step"].to_numpy())
+    fig = ui.time_plot(ctx, "Loss, with checkpoints A and B", "cross-entropy loss (nats)", series, log_y=True,
+                       phases=phases)
+    for name, s in (("A", a), ("B", b)):
+        fig.add_vline(x=s, line={"color": "#444", "width": 1.5}, annotation_text=f"{name} {s}",
+                      annotation_position="top right" if name == "B" else "top left")
+    return fig.update_layout(height=260)
+
+
+def _set_end(which: int, step: int) -> None:
+    pair = list(st.session_state["diff_range"])
+    pair[which] = step
+    st.session_state["diff_range"] = tuple(sorted(pair))
+
+
 def render() -> None:
     ctx = context()
     ui.header("Checkpoint diff", ctx, "what changed between two checkpoints")
@@ -57,6 +80,13 @@ def render() -> None:
         del st.session_state["diff_range"]
     a, b = st.select_slider("checkpoints A → B", options=ctx.steps, value=default_pair(ctx, phases), key="diff_range",
                             help="defaults to the checkpoints before and after the detected transition")
+    c1, c2, c3 = st.columns([6, 1, 1], vertical_alignment="center")
+    with c1:
+        ui.chart(pair_plot(ctx, phases, a, b), "diff_pair")
+    c2.button(f"A ← {ctx.step}", key="diff_set_a", on_click=_set_end, args=(0, ctx.step), width="stretch",
+              help="make the selected step (the sidebar's, or a click on the curve) checkpoint A")
+    c3.button(f"B ← {ctx.step}", key="diff_set_b", on_click=_set_end, args=(1, ctx.step), width="stretch",
+              help="make the selected step checkpoint B")
     if a == b:
         st.info("Pick two different checkpoints.")
         return

@@ -385,6 +385,15 @@ def test_diff_defaults_to_the_transition(monkeypatch, probed_run):
     assert at.select_slider(key="diff_range").value == (a, b)
     ok(at.select_slider(key="diff_range").set_value((run.steps[1], run.steps[-1])).run())
     assert f"@{run.steps[1]}" in at.get("iframe")[0].proto.srcdoc
+    pair = chart(at, "Loss, with checkpoints A and B")  # the curve marks A, B and the selected step
+    assert step_lines(pair) == [run.steps[3]]
+    assert {f"A {run.steps[1]}", f"B {run.steps[-1]}"} <= {x["text"] for x in pair["layout"]["annotations"]}
+    ok(at.button(key="diff_set_b").click().run())  # the selected step becomes B (the pair stays ordered)
+    assert at.select_slider(key="diff_range").value == (run.steps[1], run.steps[3])
+    ok(slider(at).set_value(run.steps[0]).run())
+    ok(at.button(key="diff_set_a").click().run())
+    assert at.select_slider(key="diff_range").value == (run.steps[0], run.steps[3])
+    assert not at.warning, [w.value for w in at.warning]
 
 
 # ------------------------------------------------------------------ compare
