@@ -127,15 +127,29 @@ def render() -> None:
     if ctx.run.train_config.seq_task is not None:  # sequence tasks (issue 13)
         attention_seq.render(ctx)
         return
-    ui.position(ctx, ui.phases(ctx), "attention_position")
-    patterns = ui.attention_patterns(ctx, ctx.step)
-    n_layers = 1 if patterns is None else patterns.shape[0]
+    phases = ui.phases(ctx)
+    ui.position(ctx, phases, "attention_position")
+    n_layers = int(ctx.run.train_config.n_layers)
     layer = st.selectbox("layer", list(range(n_layers)), key="attn_layer") if n_layers > 1 else 0
+    ui.lazy_tabs("attention_tab", {"Patterns at the step": lambda: at_step(ctx, layer),
+                                   "Sparsity and sinks over training": lambda: over_training(ctx, layer, phases)})
+
+
+def at_step(ctx: Ctx, layer: int) -> None:
+    """The readout attention over the p×p inputs and each head's attention per frequency, at the step."""
+    patterns = ui.attention_patterns(ctx, ctx.step)
     if patterns is not None:
         ui.chart(pattern_figure(patterns[layer], layer, ctx.step), "attention_patterns")
+    try:
+        ui.chart(ui.view(ctx, "attention_freq"), "attention_freq")
+    except (LookupError, StoreError, ValueError) as e:
+        st.info(f"Per-head attention frequency: {e}")
+
+
+def over_training(ctx: Ctx, layer: int, phases: Phases) -> None:
+    """The ``attention.*`` probes over the steps, and the per-head attention frequency animated."""
     if not ui.need_probes(ctx, ["attention.sparsity", "attention.sinks"], "The attention time series"):
         return
-    phases = ui.phases(ctx)
     measure = st.selectbox("sparsity measure", list(SPARSITY), format_func=lambda m: SPARSITY[m][0],
                            key="attn_measure")
     c1, c2 = st.columns(2)
@@ -148,10 +162,6 @@ def render() -> None:
         if fig is not None:
             with (c1 if i % 2 == 0 else c2):
                 ui.chart(fig, key)
-    try:
-        ui.chart(ui.view(ctx, "attention_freq"), "attention_freq")
-    except (LookupError, StoreError, ValueError) as e:
-        st.info(f"Per-head attention frequency: {e}")
     if st.toggle("Watch it form: per-head attention frequency over every probed step (played in the browser)",
                  key="attention_animate"):
         try:

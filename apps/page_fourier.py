@@ -225,7 +225,7 @@ def frequencies(ctx: Ctx, phases: Phases) -> None:
     _figure(ctx, "embedding_circle", "fourier_embedding_circle")
 
 
-def neurons(ctx: Ctx, phases: Phases) -> None:
+def neurons(ctx: Ctx) -> None:
     """MLP neurons: frequency clusters, FVE per neuron and frequency, the top neurons and one neuron."""
     st.subheader(f"Neuron clusters at step {ctx.step}")
     got = clusters(ctx)
@@ -255,16 +255,6 @@ def logits(ctx: Ctx, phases: Phases) -> None:
         _figure(ctx, "logit_fourier_2d", "fourier_logit_2d")
 
 
-#: the page's sections, one tab each; only the open tab runs (and reaches the browser)
-SECTIONS = {"Frequencies": frequencies, "Neurons": neurons, "Logits": logits,
-            "Watch it form": lambda ctx, phases: animations(ctx)}
-TAB_KEY = "fourier_tab"
-
-
-def _keep_tab() -> None:
-    st.session_state["_" + TAB_KEY] = st.session_state[TAB_KEY]  # widget state is dropped on other pages
-
-
 def render() -> None:
     ctx = context()
     ui.header("Fourier", ctx, "frequencies of Z_p in weights, neurons and logits")
@@ -274,12 +264,8 @@ def render() -> None:
         return
     phases = ui.phases(ctx)
     ui.position(ctx, phases, "fourier_position")
-    tabs = st.tabs(list(SECTIONS), key=TAB_KEY, on_change=_keep_tab,
-                   default=st.session_state.get("_" + TAB_KEY, next(iter(SECTIONS))))
-    for tab, draw in zip(tabs, SECTIONS.values()):
-        if tab.open:
-            with tab:
-                draw(ctx, phases)
+    ui.lazy_tabs("fourier_tab", {"Frequencies": lambda: frequencies(ctx, phases), "Neurons": lambda: neurons(ctx),
+                                 "Logits": lambda: logits(ctx, phases), "Watch it form": lambda: animations(ctx)})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -100,6 +100,23 @@ def follow_click(key: str, event) -> None:
     if target != st.session_state.get("step"):
         st.session_state["_pending_step"] = target
         st.rerun()
+
+
+def lazy_tabs(key: str, sections: dict[str, Callable[[], None]]) -> None:
+    """The page's ``sections`` as tabs of which only the open one runs, so only its charts are built and sent
+    to the browser (``st.tabs(on_change=...)``); the open tab is kept across page switches (a widget's own
+    state is dropped while its page is not shown)."""
+    keep = "_" + key
+
+    def remember() -> None:
+        st.session_state[keep] = st.session_state[key]
+
+    tabs = st.tabs(list(sections), key=key, on_change=remember,
+                   default=st.session_state.get(keep, next(iter(sections))))
+    for tab, draw in zip(tabs, sections.values()):
+        if tab.open:
+            with tab:
+                draw()
 
 
 def header(title: str, ctx: Ctx, caption: str) -> None:

@@ -261,7 +261,10 @@ def test_dashboard_in_chromium(server, probed_run, sweep_members, out_dir):
             open_page(page, "Progress measures", "progress", step, 4)
             step = click_step_chart(page, "Restricted / excluded loss — logit convention", steps, "Progress measures")
 
-            open_page(page, "Attention", "attention", step, 4)
+            open_page(page, "Attention", "attention", step, 2)
+            page.get_by_role("tab", name="Sparsity and sinks over training").click()  # a lazy tab
+            page.wait_for_function(IDLE, timeout=60_000)
+            wait_plots(page, 4)
             step = click_step_chart(page, "Readout attention: entropy", steps, "Attention")
             # the per-head attention frequency, animated from the probe's per-step data: >= 5 frames per second
             page.get_by_text("Watch it form: per-head attention", exact=False).first.click()

@@ -336,6 +336,8 @@ def test_attention_patterns_and_series(monkeypatch, probed_run):
         h, key = tr["name"].removeprefix("head ").split(" → ")
         k = ["a", "b", "="].index(key)
         np.testing.assert_allclose(arr(tr["z"]), pattern[:, int(h), k].reshape(47, 47).numpy(), atol=1e-6)
+    assert chart(at, "Attention to a: norm per frequency")["data"]
+    tab(at, "attention_tab", "Sparsity and sinks over training")  # a lazy tab: drawn only when open
     p_steps, sp = arrays(run, "attention.sparsity")
     ent = chart(at, "Readout attention: entropy")
     for h in range(4):
@@ -351,7 +353,6 @@ def test_attention_patterns_and_series(monkeypatch, probed_run):
         np.testing.assert_allclose(trace(chart(at, "Sink rate"), "sink rate")[1], v)
     else:  # constant (100% on 3-token inputs): not drawn
         assert "sink rate" not in names
-    assert chart(at, "Attention to a: norm per frequency")["data"]
     _, v = scalar(run, "attention.sinks", "sink_rate_choice")
     np.testing.assert_allclose(trace(chart(at, "Sink rate"), "sink rate, query 0 left out")[1], v)
     _, sinks = arrays(run, "attention.sinks")

@@ -7,7 +7,9 @@ Measured, with Streamlit's caches warm from a first visit of every page (except 
 * first load: ``page.goto`` right after the server answers its health check, until the Overview is drawn
   (a server started the way ``grokscope app`` starts it: ``python -m apps.serve``, which imports torch and
   Plotly before serving, where the checkout has it);
-* page switch: a click on the page's link in the navigation until the page is drawn;
+* page switch: a click on the page's link in the navigation until the page is drawn (pages in tabs, of which
+  only the open one is drawn: with the first tab open);
+* tab switch: on pages in tabs, a click on another tab (from the first) until it is drawn;
 * step change: one checkpoint left with the keyboard on the step slider (a step not shown before), and
   back (a step shown before), until the page's caption names the new step.
 
@@ -118,6 +120,11 @@ class Driver:
         p = self.page
         return self.timed(lambda: p.get_by_role("link", name=title, exact=True).click(), title, slug)
 
+    def tab(self, slug: str, title: str, name: str) -> float:
+        """Open the page's tab ``name`` (a lazy tab: its content runs and is drawn when opened)."""
+        tab = self.page.get_by_role("tab", name=name, exact=True)
+        return self.timed(lambda: tab.click(), title, f"{slug}/{name}")
+
     def key_step(self, slug: str, title: str, key: str, target: int) -> float:
         slider = self.page.get_by_role("slider").first
         return self.timed(lambda: (slider.focus(), self.page.keyboard.press(key)), title, slug, target)
@@ -152,6 +159,7 @@ def time_browser(url: str, steps: list[int], repeats: int) -> list[dict]:
                 for slug, title in pages[1:] + pages[:1]:
                     switch[slug].append(d.switch(slug, title))
             rows += [_stats(f"page switch to {t}", switch[s], INTERACTION_S) for s, t in pages]
+            rows += time_tabs(d, pages, repeats)
             for slug, title in pages:
                 d.switch(slug, title)
                 new, back = [], []
@@ -165,6 +173,24 @@ def time_browser(url: str, steps: list[int], repeats: int) -> list[dict]:
                 rows.append(_stats(f"step change on {title} (step shown before)", back, INTERACTION_S))
         finally:
             browser.close()
+    return rows
+
+
+def time_tabs(d: Driver, pages: list[tuple[str, str]], repeats: int) -> list[dict]:
+    """Each tab of the pages that have tabs, opened from the page's first tab (warm: a first visit of each)."""
+    rows = []
+    for slug, title in pages:
+        d.switch(slug, title)
+        names = [n.strip() for n in d.page.get_by_role("tab").all_inner_texts()]
+        for name in names[1:] + names[:1]:  # warm visit: caches, and the number of charts drawn
+            d.tab(slug, title, name)
+            d.plots[f"{slug}/{name}"] = d.page.locator(PLOT).count()
+        for name in names[1:]:
+            times = []
+            for _ in range(repeats):
+                times.append(d.tab(slug, title, name))
+                d.tab(slug, title, names[0])
+            rows.append(_stats(f"tab switch on {title} to {name}", times, INTERACTION_S))
     return rows
 
 
