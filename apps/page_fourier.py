@@ -48,7 +48,7 @@ def gini_plot(ctx: Ctx, phases: Phases) -> go.Figure | None:
     return fig.update_yaxes(range=[0, 1])
 
 
-def clusters(ctx: Ctx) -> tuple[go.Figure, go.Figure, dict] | None:
+def clusters(ctx: Ctx) -> tuple[go.Figure, go.Figure] | None:
     got = ui.arrays(ctx, "fourier.neurons")
     if got is None:
         return None
@@ -71,8 +71,17 @@ def clusters(ctx: Ctx) -> tuple[go.Figure, go.Figure, dict] | None:
                        margin={"l": 60, "r": 20, "t": 50, "b": 50}, bargap=0.05)
     hist.update_xaxes(title_text="FVE of the dominant frequency", range=[0, 1])
     hist.update_yaxes(title_text="neurons")
-    stats = {"dominant_fve": fve, "dominant_freq": arr["dominant_freq"][i]}
-    return fig, hist, stats
+    return fig, hist
+
+
+def neuron_stats(ctx: Ctx) -> dict | None:
+    """Each neuron's dominant frequency and its FVE at the step (``fourier.neurons``), or None."""
+    got = ui.arrays(ctx, "fourier.neurons")
+    if got is None:
+        return None
+    steps_arr, arr = got
+    i = data.at_step(steps_arr, ctx.step)
+    return {"dominant_fve": arr["dominant_fve"][i], "dominant_freq": arr["dominant_freq"][i]}
 
 
 def _key_mask(ctx: Ctx, step: int, n: int) -> np.ndarray:
@@ -84,7 +93,9 @@ def _key_mask(ctx: Ctx, step: int, n: int) -> np.ndarray:
 
 
 def neuron_section(ctx: Ctx, stats: dict | None) -> None:
-    st.subheader("One neuron")
+    """One MLP neuron at the step, any of them (default: the one its dominant frequency explains best): its
+    activation over (a, b) and the 2D Fourier spectrum of it, from the checkpoint."""
+    st.subheader(f"One neuron at step {ctx.step}")
     post = ui.mlp_acts(ctx, ctx.step)  # [p, p, d_mlp]
     if post is None:
         if ctx.run.train_config.attn_only:
@@ -226,22 +237,19 @@ def frequencies(ctx: Ctx, phases: Phases) -> None:
 
 
 def neurons(ctx: Ctx) -> None:
-    """MLP neurons: frequency clusters, FVE per neuron and frequency, the top neurons and one neuron."""
+    """MLP neurons: frequency clusters, FVE per neuron and frequency, the top neurons of each key frequency."""
     st.subheader(f"Neuron clusters at step {ctx.step}")
     got = clusters(ctx)
-    stats = None
     if got is not None:
-        bar_fig, hist, stats = got
         c5, c6 = st.columns(2)
         with c5:
-            ui.chart(bar_fig, "fourier_clusters")
+            ui.chart(got[0], "fourier_clusters")
         with c6:
-            ui.chart(hist, "fourier_fve_hist")
+            ui.chart(got[1], "fourier_fve_hist")
     _figure(ctx, "fve_heatmap", "fourier_fve_heatmap")
     if st.toggle("Top neurons of each key frequency over (a, b)", key="fourier_show_top_neurons",
                  help="a grid of heatmaps over (a, b) at the selected step (drawn only while this is on)"):
         _figure(ctx, "top_neurons", "fourier_top_neurons")
-    neuron_section(ctx, stats)
 
 
 def logits(ctx: Ctx, phases: Phases) -> None:
@@ -265,6 +273,7 @@ def render() -> None:
     phases = ui.phases(ctx)
     ui.position(ctx, phases, "fourier_position")
     ui.lazy_tabs("fourier_tab", {"Frequencies": lambda: frequencies(ctx, phases), "Neurons": lambda: neurons(ctx),
+                                 "One neuron": lambda: neuron_section(ctx, neuron_stats(ctx)),
                                  "Logits": lambda: logits(ctx, phases), "Watch it form": lambda: animations(ctx)})
 
 

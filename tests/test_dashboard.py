@@ -269,7 +269,7 @@ def test_fourier_neuron_spectrum_on_demand(monkeypatch, probed_run):
     from probes.fourier import neuron_spectrum
 
     run, step = probed_run, probed_run.steps[-1]
-    at = tab(goto(app(monkeypatch, run), "fourier"), "fourier_tab", "Neurons")
+    at = tab(goto(app(monkeypatch, run), "fourier"), "fourier_tab", "One neuron")
     _, neu = arrays(run, "fourier.neurons")
     best = int(np.argmax(neu["dominant_fve"][-1]))
     assert at.number_input(key="fourier_neuron").value == best
