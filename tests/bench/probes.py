@@ -19,7 +19,7 @@ import torch
 import probes
 from interp import checkpoint_steps, preset
 from probes.fourier import fourier_basis, n_freqs, neuron_fve
-from probes.runner import measure_context, resolve
+from probes.runner import applicable, measure_context, resolve
 from tests.bench.common import at_most, row, synthetic_run, timed
 
 ONE_CHECKPOINT_TARGET_MS = 100.0
@@ -28,10 +28,11 @@ RUNNER_OVERHEAD_TARGET_MS = 20.0  # per checkpoint: 300 checkpoints -> 6 s of th
 
 
 def time_default_probes(model, task, repeats: int) -> list[dict[str, float]]:
-    """Wall-clock seconds of all default probes, ``repeats`` times, each on a fresh context: per repeat
+    """Wall-clock seconds of all default probes that apply to ``task`` (as ``probes.run`` picks them: the
+    sequence-task probes are skipped on a grid task), ``repeats`` times, each on a fresh context: per repeat
     ``{"total", "forward", <probe>...}``. The forward (``ctx.cache``) is timed on its own; probes run in
     registry order, so a memoized quantity is charged to the first probe that needs it."""
-    specs, out = resolve(None), []
+    specs, out = applicable(resolve(None), task, bool(model.cfg.attn_only)), []
     for _ in range(repeats):
         ctx = probes.ProbeContext(model=model, task=task)
         t0 = time.perf_counter()
