@@ -4,7 +4,6 @@ around the detected transition. Shows the ``probes.diff.compare`` report inline,
 
 from __future__ import annotations
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -50,10 +49,7 @@ def embed(html: str) -> None:
 def pair_plot(ctx: Ctx, phases: Phases, a: int, b: int) -> go.Figure:
     """Train and test loss with the phases, the selected step (dotted) and checkpoints A and B (solid); a click
     moves the selected step, which the buttons beside it make A or B."""
-    series = {}
-    for label, column in [("train loss", "train_loss"), ("test loss", "test_loss")]:
-        df = data.metric_series(ctx.path, ctx.key.metrics, column)
-        series[label] = pd.Series(df["value"].to_numpy(), index=df["step"].to_numpy())
+    series = {"train loss": ui.metric(ctx, "train_loss"), "test loss": ui.metric(ctx, "test_loss")}
     fig = ui.time_plot(ctx, "Loss, with checkpoints A and B", "cross-entropy loss (nats)", series, log_y=True,
                        phases=phases)
     for name, s in (("A", a), ("B", b)):

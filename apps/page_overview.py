@@ -32,31 +32,26 @@ def config_table(ctx: Ctx) -> pd.DataFrame:
     return pd.DataFrame({"field": list(cfg), "value": [str(v) for v in cfg.values()]})
 
 
-def metric_series(ctx: Ctx, column: str) -> pd.Series:
-    df = data.metric_series(ctx.path, ctx.key.metrics, column)
-    return pd.Series(df["value"].to_numpy(), index=df["step"].to_numpy(), name=column)
-
-
 def curves(ctx: Ctx, phases: Phases) -> None:
     c1, c2 = st.columns(2)
     with c1:
         fig = ui.time_plot(ctx, "Loss", "cross-entropy loss (nats)", {
-            "train loss": metric_series(ctx, "train_loss"), "test loss": metric_series(ctx, "test_loss")},
+            "train loss": ui.metric(ctx, "train_loss"), "test loss": ui.metric(ctx, "test_loss")},
             log_y=True, phases=phases)
         ui.chart(fig, "overview_loss")
     with c2:
         fig = ui.time_plot(ctx, "Accuracy", "accuracy (fraction correct)", {
-            "train accuracy": metric_series(ctx, "train_acc"), "test accuracy": metric_series(ctx, "test_acc")},
+            "train accuracy": ui.metric(ctx, "train_acc"), "test accuracy": ui.metric(ctx, "test_acc")},
             log_y=False, phases=phases)
         fig.update_yaxes(range=[0, 1.02])
         ui.chart(fig, "overview_acc")
     c3, c4 = st.columns(2)
     with c3:
-        fig = ui.time_plot(ctx, "Total weight norm", "‖θ‖₂", {"weight norm": metric_series(ctx, "weight_norm")},
+        fig = ui.time_plot(ctx, "Total weight norm", "‖θ‖₂", {"weight norm": ui.metric(ctx, "weight_norm")},
                            log_y=False, phases=phases)
         ui.chart(fig, "overview_wnorm")
     with c4:
-        fig = ui.time_plot(ctx, "Gradient norm", "‖∇θ L‖₂", {"gradient norm": metric_series(ctx, "grad_norm")},
+        fig = ui.time_plot(ctx, "Gradient norm", "‖∇θ L‖₂", {"gradient norm": ui.metric(ctx, "grad_norm")},
                            log_y=True, phases=phases)
         ui.chart(fig, "overview_gnorm")
 

@@ -190,6 +190,13 @@ def compute_button(ctx: Ctx, key: str) -> None:
     st.rerun()
 
 
+def metric(ctx: Ctx, column: str) -> pd.Series:
+    """One training-metrics column over the steps (index: step; ``data.metric_series``: NaNs dropped,
+    downsampled for drawing)."""
+    df = data.metric_series(ctx.path, ctx.key.metrics, column)
+    return pd.Series(df["value"].to_numpy(), index=df["step"].to_numpy(), name=column)
+
+
 def scalar(ctx: Ctx, column: str) -> pd.Series | None:
     """One probe scalar over the steps (index: step), or None."""
     df = data.probe_scalars(ctx.path, ctx.key.probes)
